@@ -1,0 +1,1 @@
+"""Raw videos and annotations -> TFRecords of audio spectrograms and visual features."""

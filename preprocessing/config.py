@@ -1,0 +1,101 @@
+"""Typed configs of the preprocessing job and of the audio / visual front-ends."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass
+class AudioConfig:
+    """The one audio front-end (AVLnet defaults).
+
+    Attributes:
+      sample_rate: Hz that every decoded track is resampled to (mono).
+      preemphasis: pre-emphasis coefficient; 0 disables it.
+      window_seconds: analysis window length (Hamming).
+      hop_seconds: hop between frames; 1 / hop_seconds frames per second.
+      num_mel_bins: Mel filters.
+      fmin: lowest Mel filter edge in Hz.
+      fmax: highest edge in Hz; None means sample_rate / 2.
+      n_fft: FFT size; None means the next power of two >= window length.
+      top_db: floor of the dB scale relative to the maximum, None to disable.
+      num_mfcc: cepstral coefficients kept by the MFCC view.
+      mfcc_deltas: whether the MFCC view appends deltas and delta-deltas.
+    """
+
+    sample_rate: int = 16000
+    preemphasis: float = 0.97
+    window_seconds: float = 0.025
+    hop_seconds: float = 0.010
+    num_mel_bins: int = 40
+    fmin: float = 20.0
+    fmax: Optional[float] = None
+    n_fft: Optional[int] = None
+    top_db: Optional[float] = None
+    num_mfcc: int = 13
+    mfcc_deltas: bool = True
+
+    def __post_init__(self):
+        if self.sample_rate <= 0:
+            raise ValueError(f"audio.sample_rate must be > 0, got {self.sample_rate}.")
+        if not 0 < self.hop_seconds <= self.window_seconds:
+            raise ValueError(
+                f"audio.hop_seconds must be in (0, window_seconds={self.window_seconds}], got {self.hop_seconds}."
+            )
+        if self.num_mel_bins <= 0:
+            raise ValueError(f"audio.num_mel_bins must be > 0, got {self.num_mel_bins}.")
+        if not 0 <= self.preemphasis < 1:
+            raise ValueError(f"audio.preemphasis must be in [0, 1), got {self.preemphasis}.")
+        if self.fmax is not None and self.fmax <= self.fmin:
+            raise ValueError(f"audio.fmax={self.fmax} must exceed audio.fmin={self.fmin}.")
+
+    @property
+    def frame_rate(self) -> float:
+        """Feature frames per second."""
+        return 1.0 / self.hop_seconds
+
+
+@dataclasses.dataclass
+class VisualStreamConfig:
+    """One visual feature stream.
+
+    Attributes:
+      extractor: registered extractor name ('builtin_2d', 'builtin_3d', 'hub',
+        'keras_app', or '' to disable the stream).
+      rate: feature vectors per second of video.
+      handle: TF Hub handle (local path or URL) for 'hub'.
+      keras_app: Keras application name for 'keras_app' (e.g. 'MobileNetV2').
+      weights: local weights file for 'keras_app'.
+      image_size: side in pixels that frames are resized to before extraction.
+      clip_frames: frames per clip for 3D (per-short-clip) extractors.
+    """
+
+    extractor: str = "builtin_2d"
+    rate: float = 2.0
+    handle: str = ""
+    keras_app: str = ""
+    weights: str = ""
+    image_size: int = 112
+    clip_frames: int = 4
+
+    def __post_init__(self):
+        if self.extractor and self.rate <= 0:
+            raise ValueError(f"visual rate must be > 0, got {self.rate}.")
+        if self.image_size <= 0 or self.clip_frames <= 0:
+            raise ValueError("visual image_size and clip_frames must be > 0.")
+
+
+@dataclasses.dataclass
+class VisualConfig:
+    """Per-frame (2D) and per-clip (3D) visual streams, as AVLnet uses.
+
+    Attributes:
+      stream_2d: the per-frame stream.
+      stream_3d: the per-short-clip stream.
+    """
+
+    stream_2d: VisualStreamConfig = dataclasses.field(default_factory=VisualStreamConfig)
+    stream_3d: VisualStreamConfig = dataclasses.field(
+        default_factory=lambda: VisualStreamConfig(extractor="builtin_3d")
+    )
