@@ -13,6 +13,17 @@ setuptools.setup(
     # `kubeflow/` is deliberately not installed: a top-level `kubeflow` package in
     # site-packages would shadow the Kubeflow SDKs' `kubeflow.*` namespace. It is
     # run from the repo root (`python -m kubeflow_pipeline ...` style) instead.
-    packages=setuptools.find_packages(include=["avalign", "avalign.*", "preprocessing", "preprocessing.*", "trainer", "trainer.*", "serving", "serving.*"]),
+    packages=setuptools.find_packages(
+        include=[
+            "avalign",
+            "avalign.*",
+            "preprocessing",
+            "preprocessing.*",
+            "trainer",
+            "trainer.*",
+            "serving",
+            "serving.*",
+        ]
+    ),
     install_requires=REQUIRED,
 )

@@ -14,6 +14,7 @@ import json
 from typing import Any, Mapping, Optional
 
 import numpy as np
+import tensorflow as tf
 
 SCHEMA_VERSION = 1
 STORAGE_DTYPES = ("float16", "float32")
@@ -85,20 +86,19 @@ class VideoFeatures:
     visual_extractor: dict
 
 
-def _bytes(values) -> "tf.train.Feature":
-    import tensorflow as tf
+def _bytes(values) -> tf.train.Feature:
 
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]))
+    return tf.train.Feature(
+        bytes_list=tf.train.BytesList(value=[v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values])
+    )
 
 
-def _floats(values) -> "tf.train.Feature":
-    import tensorflow as tf
+def _floats(values) -> tf.train.Feature:
 
     return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
 
 
-def _ints(values) -> "tf.train.Feature":
-    import tensorflow as tf
+def _ints(values) -> tf.train.Feature:
 
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
@@ -107,13 +107,12 @@ def _matrix_bytes(x: np.ndarray, storage_dtype: str) -> bytes:
     return np.ascontiguousarray(x, dtype=np.dtype(storage_dtype).newbyteorder("<")).tobytes()
 
 
-def to_example(v: VideoFeatures, storage_dtype: str = "float16") -> "tf.train.Example":
+def to_example(v: VideoFeatures, storage_dtype: str = "float16") -> tf.train.Example:
     """Serializes one video into a tf.train.Example.
 
     Raises:
       ValueError: inconsistent caption lists, non-2D matrices, or non-finite values.
     """
-    import tensorflow as tf
 
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}.")
@@ -157,7 +156,6 @@ def to_example(v: VideoFeatures, storage_dtype: str = "float16") -> "tf.train.Ex
 
 def feature_spec(streams: tuple[str, ...] = VISUAL_STREAMS) -> dict:
     """The tf.io parsing spec for records holding `streams`."""
-    import tensorflow as tf
 
     spec = {
         VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
@@ -188,7 +186,6 @@ def feature_spec(streams: tuple[str, ...] = VISUAL_STREAMS) -> dict:
 
 
 def _decode_matrix(raw, rows, cols, storage_dtype: str, dims: Optional[int]):
-    import tensorflow as tf
 
     flat = tf.io.decode_raw(raw, tf.dtypes.as_dtype(storage_dtype), little_endian=True)
     m = tf.cast(tf.reshape(flat, tf.stack([rows, cols])), tf.float32)
@@ -216,7 +213,6 @@ def parse_example(
       Dict keyed by the schema keys: strings/scalars, caption lists as dense
       1-D tensors, AUDIO and each '<stream>/features' as float32 (frames, dim).
     """
-    import tensorflow as tf
 
     dims = dict(dims or {})
     p = tf.io.parse_single_example(serialized, feature_spec(streams))
@@ -224,7 +220,9 @@ def parse_example(
     out[AUDIO] = _decode_matrix(p[AUDIO], p[AUDIO_FRAMES], p[AUDIO_BINS], storage_dtype, dims.get(AUDIO))
     for stream in streams:
         k = stream_keys(stream)
-        out[k["features"]] = _decode_matrix(p[k["features"]], p[k["num_frames"]], p[k["dim"]], storage_dtype, dims.get(stream))
+        out[k["features"]] = _decode_matrix(
+            p[k["features"]], p[k["num_frames"]], p[k["dim"]], storage_dtype, dims.get(stream)
+        )
     return out
 
 
@@ -233,7 +231,6 @@ METADATA_FILE = "schema.json"
 
 def write_metadata(path: str, metadata: Mapping[str, Any]) -> None:
     """Writes the dataset's schema/metadata JSON (counts, dims, rates, config)."""
-    import tensorflow as tf
 
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump({"schema_version": SCHEMA_VERSION, **metadata}, f, indent=2, sort_keys=True)
@@ -247,8 +244,6 @@ def read_metadata(records_dir: str) -> dict:
       ValueError: the schema version is not one this code reads.
     """
     import os
-
-    import tensorflow as tf
 
     path = os.path.join(records_dir, METADATA_FILE)
     if not tf.io.gfile.exists(path):
