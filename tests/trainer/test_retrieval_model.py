@@ -1,0 +1,287 @@
+"""AVLnet model: shapes, save/load, paper-size step, NaN guard, audio encoder, learning, MirroredStrategy."""
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer.retrieval.config import RetrievalModelConfig
+from trainer.retrieval.losses import mms_loss
+from trainer.retrieval.metrics import RetrievalEvaluation, evaluate_retrieval
+from trainer.retrieval.model import AVLnet, audio_encoder_model, build_model, validate_clip
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SMALL = dict(audio_widths=[8, 8, 16, 16], first_conv_channels=8, embedding_dim=16, visual_2d_dim=12, visual_3d_dim=6)
+
+
+def _inputs(cfg, batch=4, frames=80, visual_steps=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {
+        "audio": rng.normal(size=(batch, frames, cfg.num_mel_bins)).astype("float32"),
+        "audio_length": rng.integers(frames // 2, frames + 1, size=batch).astype("int32"),
+        "audio_present": np.ones(batch, "float32"),
+        "visual_2d": rng.normal(size=(batch, visual_steps, cfg.visual_2d_dim)).astype("float32"),
+        "visual_mask": np.ones((batch, visual_steps), "float32"),
+    }
+    if cfg.use_3d:
+        x["visual_3d"] = rng.normal(size=(batch, visual_steps, cfg.visual_3d_dim)).astype("float32")
+    return x
+
+
+def _numpy(outputs):
+    return {k: np.asarray(v) for k, v in outputs.items()}
+
+
+def test_outputs_shapes_and_validity():
+    cfg = RetrievalModelConfig(**SMALL)
+    model = build_model(cfg)
+    x = _inputs(cfg)
+    x["audio_present"][1] = 0.0
+    x["audio_length"][2] = 0
+    x["visual_mask"][3] = 0.0
+    out = _numpy(model(x))
+    assert set(out) == {"audio_embedding", "video_embedding", "valid"}
+    assert out["audio_embedding"].shape == (4, 16) and out["video_embedding"].shape == (4, 16)
+    np.testing.assert_array_equal(out["valid"], [1, 0, 0, 0])
+    assert set(model.input) == {"audio", "audio_length", "audio_present", "visual_2d", "visual_3d", "visual_mask"}
+
+
+def test_image_mode_takes_2d_only_and_freezes_the_visual_unit():
+    cfg = RetrievalModelConfig(**SMALL, use_3d=False, freeze_visual=True)
+    model = build_model(cfg)
+    assert "visual_3d" not in model.input
+    x = _inputs(cfg, visual_steps=1)
+    frozen = [w.numpy().copy() for w in model.get_layer("video_gated_unit").weights]
+    audio_before = model.get_layer("audio_projection").kernel.numpy().copy()
+    model.compile(optimizer=keras.optimizers.SGD(0.5), run_eagerly=True)
+    model.train_on_batch(x)
+    for before, after in zip(frozen, model.get_layer("video_gated_unit").weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert not np.array_equal(audio_before, model.get_layer("audio_projection").kernel.numpy())
+
+
+def test_save_load_gives_same_outputs(tmp_path):
+    cfg = RetrievalModelConfig(**SMALL, adaptive_margin=True)
+    model = build_model(cfg)
+    x = _inputs(cfg)
+    rng = np.random.default_rng(1)
+    for weight in model.non_trainable_weights:  # batch-norm statistics away from their initial values
+        weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+    path = str(tmp_path / "avlnet.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, AVLnet)
+    assert loaded.retrieval_config == cfg
+    want, got = _numpy(model(x)), _numpy(loaded(x))
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+    encoder = audio_encoder_model(loaded)
+    enc = _numpy(encoder({"audio": x["audio"], "audio_length": x["audio_length"]}))
+    np.testing.assert_allclose(enc["pooled_embedding"], want["audio_embedding"], rtol=1e-5, atol=1e-6)
+
+
+def test_paper_size_model_trains_one_step_on_1024_frames():
+    cfg = RetrievalModelConfig()
+    assert cfg.audio_widths == [128, 256, 512, 1024] and cfg.embedding_dim == 4096
+    model = build_model(cfg)
+    x = _inputs(cfg, batch=4, frames=1024, visual_steps=2)
+    x["audio_length"][:] = [1024, 1000, 517, 16]
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), run_eagerly=True)
+    kernel = model.get_layer("resdavenet").blocks[-1].kernel2
+    before = kernel.numpy()[0, :4, :4].copy()
+    loss = model.train_on_batch(x)
+    assert np.isfinite(loss) and loss > 0.0
+    assert not np.array_equal(before, kernel.numpy()[0, :4, :4])
+    enc = _numpy(audio_encoder_model(model)({"audio": x["audio"][:2], "audio_length": x["audio_length"][:2]}))
+    assert enc["frame_embeddings"].shape == (2, 64, 1024)
+    np.testing.assert_array_equal(enc["frame_mask"].sum(axis=1), [64, math.ceil(1000 / 16)])
+    assert enc["pooled_embedding"].shape == (2, 4096)
+
+
+def test_nan_in_a_valid_input_drops_the_clip_not_the_training():
+    cfg = RetrievalModelConfig(**SMALL)
+    model = build_model(cfg)
+    x = _inputs(cfg, batch=5)
+    x["audio"][1, 3, 7] = np.nan
+    x["visual_3d"][3, 0, 2] = np.inf
+    x["audio"][0, x["audio_length"][0] :] = np.nan  # padding: harmless
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = model.compute_loss(x=x, y_pred=out)
+    grads = tape.gradient(loss, model.trainable_weights)
+    np.testing.assert_array_equal(out["valid"].numpy(), [1, 0, 1, 0, 1])
+    assert np.isfinite(float(loss)) and float(loss) > 0.0
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+    for key in ("audio_embedding", "video_embedding"):
+        assert np.all(np.isfinite(out[key].numpy()))
+    keep = [0, 2, 4]
+    expected = mms_loss(out["audio_embedding"].numpy()[keep], out["video_embedding"].numpy()[keep], margin=cfg.margin)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_compute_loss_refuses_labels():
+    cfg = RetrievalModelConfig(**SMALL)
+    model = build_model(cfg)
+    x = _inputs(cfg)
+    with pytest.raises(ValueError, match="without labels or sample weights"):
+        model.compute_loss(x=x, y=np.zeros(4), y_pred=model(x))
+
+
+def test_validate_clip_names_the_problem():
+    cfg = RetrievalModelConfig(**SMALL)
+    rng = np.random.default_rng(0)
+    audio, v2, v3 = rng.normal(size=(40, 40)), rng.normal(size=(3, 12)), rng.normal(size=(3, 6))
+    validate_clip(cfg, audio, v2, v3)
+    with pytest.raises(ValueError, match="audio has 15 frames; ResDAVEnet needs at least 16"):
+        validate_clip(cfg, audio[:15], v2, v3)
+    with pytest.raises(ValueError, match=r"audio must be \[frames, 40\].*\(40, 39\)"):
+        validate_clip(cfg, audio[:, :39], v2, v3)
+    bad = audio.copy()
+    bad[5, 5] = np.nan
+    with pytest.raises(ValueError, match="audio holds 1 NaN/Inf"):
+        validate_clip(cfg, bad, v2, v3)
+    with pytest.raises(ValueError, match="visual_3d is required"):
+        validate_clip(cfg, audio, v2)
+    with pytest.raises(ValueError, match=r"visual_2d must be \[steps >= 1, 12\].*\(0, 12\)"):
+        validate_clip(cfg, audio, v2[:0], v3)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("audio_widths", [8, 8], "audio_widths must be 4 positive integers"),
+        ("kernel_width", 8, "kernel_width must be odd.*got 8"),
+        ("embedding_dim", 0, "embedding_dim must be a positive integer, got 0"),
+        ("margin", -1.0, "margin must be >= 0, got -1.0"),
+        ("max_audio_frames", 8, "max_audio_frames must be >= 16"),
+        ("adaptive_margin_scale", 2.0, r"adaptive_margin_scale must be in \[0, 1\], got 2.0"),
+    ],
+)
+def test_config_validation(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        RetrievalModelConfig(**{field: value})
+
+
+def test_feature_sizes_from_the_records_must_be_filled_in_before_building():
+    cfg = RetrievalModelConfig(**{**SMALL, "visual_3d_dim": 0})
+    with pytest.raises(ValueError, match=r"\['visual_3d_dim'\] are 0"):
+        build_model(cfg)
+    build_model(RetrievalModelConfig(**{**SMALL, "visual_3d_dim": 0, "use_3d": False}))
+    with pytest.raises(ValueError, match="visual_2d_dim must be a positive integer.*got -3"):
+        RetrievalModelConfig(visual_2d_dim=-3)
+
+
+def _paired_data(rng, maps, num, frames=64, visual_steps=4):
+    """Clips whose spectral profile and visual features are noisy linear views of one latent."""
+    z = rng.normal(size=(num, maps["audio"].shape[0]))
+    lengths = rng.integers(frames // 2, frames + 1, size=num).astype("int32")
+    audio = (z @ maps["audio"])[:, None, :] + 0.5 * rng.normal(size=(num, frames, 40))
+    audio[np.arange(frames)[None, :] >= lengths[:, None]] = 0.0
+    v2 = (z @ maps["2d"])[:, None, :] + 0.3 * rng.normal(size=(num, visual_steps, 24))
+    v3 = (z @ maps["3d"])[:, None, :] + 0.3 * rng.normal(size=(num, visual_steps, 12))
+    return {
+        "audio": audio.astype("float32"),
+        "audio_length": lengths,
+        "audio_present": np.ones(num, "float32"),
+        "visual_2d": v2.astype("float32"),
+        "visual_3d": v3.astype("float32"),
+        "visual_mask": np.ones((num, visual_steps), "float32"),
+    }
+
+
+def test_small_model_learns_paired_data_beyond_chance():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    maps = {"audio": rng.normal(size=(6, 40)), "2d": rng.normal(size=(6, 24)), "3d": rng.normal(size=(6, 12))}
+    train, val = _paired_data(rng, maps, 1024), _paired_data(rng, maps, 128)
+    cfg = RetrievalModelConfig(
+        audio_widths=[16, 16, 32, 32], first_conv_channels=16, embedding_dim=32, visual_2d_dim=24, visual_3d_dim=12
+    )
+    model = build_model(cfg)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    # Slots made now, not inside the first trace of the train step (which would then be traced twice).
+    model.optimizer.build(model.trainable_variables)
+    train_ds = tf.data.Dataset.from_tensor_slices(train).shuffle(1024, seed=0).batch(32, drop_remainder=True).repeat()
+    val_ds = tf.data.Dataset.from_tensor_slices(val).batch(64)
+    before = evaluate_retrieval(model, val_ds)
+    history = model.fit(
+        train_ds, steps_per_epoch=60, epochs=1, verbose=0, shuffle=False, callbacks=[RetrievalEvaluation(val_ds)]
+    ).history
+    chance = 1 / 128
+    assert history["val_num_clips"] == [128]
+    assert history["loss"][0] < 2 * math.log(32)
+    assert before["a2v_r1"] < 4 * chance
+    assert history["val_a2v_r1"][0] > 8 * chance and history["val_v2a_r1"][0] > 8 * chance
+    assert history["val_a2v_median_rank"][0] < 16 < before["a2v_median_rank"]
+
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, tensorflow as tf, keras
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from trainer.retrieval.config import RetrievalModelConfig
+    from trainer.retrieval.losses import mms_loss
+    from trainer.retrieval.model import build_model
+
+    cfg = RetrievalModelConfig(**json.loads(sys.argv[1]))
+    rng = np.random.default_rng(0)
+    x = {
+        "audio": rng.normal(size=(8, 48, 40)).astype("float32"),
+        "audio_length": np.array([48, 40, 33, 20, 48, 17, 30, 45], "int32"),
+        "audio_present": np.array([1, 1, 1, 1, 1, 0, 1, 1], "float32"),
+        "visual_2d": rng.normal(size=(8, 2, 12)).astype("float32"),
+        "visual_3d": rng.normal(size=(8, 2, 6)).astype("float32"),
+        "visual_mask": np.ones((8, 2), "float32"),
+    }
+    keras.utils.set_random_seed(0)
+    reference = build_model(cfg)
+    weights = reference.get_weights()
+    halves = [{k: v[:4] for k, v in x.items()}, {k: v[4:] for k, v in x.items()}]
+    with tf.GradientTape() as tape:
+        losses = []
+        for half in halves:  # batch norm statistics are per replica too
+            out = reference(half, training=True)
+            losses.append(mms_loss(out["audio_embedding"], out["video_embedding"], audio_present=out["valid"]))
+        expected_loss = (losses[0] + losses[1]) / 2
+    grads = tape.gradient(expected_loss, reference.trainable_weights)
+    lr = 0.1
+    expected = {v.path: v.numpy() - lr * g.numpy() for v, g in zip(reference.trainable_weights, grads)}
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = build_model(cfg)
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(lr))
+    history = model.fit(tf.data.Dataset.from_tensors(x), epochs=1, verbose=0, shuffle=False).history
+    worst = max(float(np.max(np.abs(v.numpy() - expected[v.path]))) for v in model.trainable_weights)
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "loss": history["loss"][0],
+                      "expected_loss": float(expected_loss), "worst_weight_diff": worst}))
+    """
+)
+
+
+def test_mirrored_strategy_loss_and_gradients_are_the_mean_over_replicas():
+    import json
+
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(SMALL)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["loss"] == pytest.approx(result["expected_loss"], rel=1e-4)
+    assert result["worst_weight_diff"] < 1e-5

@@ -1,0 +1,1 @@
+"""AVLnet audio-visual retrieval: ResDAVEnet + gated embedding heads, MMS loss, retrieval metrics."""

@@ -1,0 +1,98 @@
+"""Typed model config of the AVLnet retrieval task (ResDAVEnet audio, 2D/3D visual heads, MMS loss)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+# The four stride-2 stages of ResDAVEnet reduce the time axis 16-fold.
+NUM_STAGES = 4
+
+
+@dataclasses.dataclass
+class RetrievalModelConfig:
+    """AVLnet model and loss hyper-parameters.
+
+    The defaults are the paper's model (Rouditchenko et al., AVLnet and its cascade):
+    ResDAVEnet widths 128-256-512-1024, 4096-d embeddings, ResNet-152 (2048-d) and
+    ResNeXt-101 (2048-d) visual features. Small CPU configs shrink `audio_widths`,
+    `first_conv_channels` and `embedding_dim`.
+
+    `num_mel_bins`, `visual_2d_dim` and `visual_3d_dim` may be 0 in a config file,
+    meaning "take it from the records"; the task fills them in before `build_model`,
+    which requires them positive.
+
+    Attributes:
+      num_mel_bins: log-Mel bins per audio frame (the first convolution spans all of them).
+      audio_widths: channels of the four residual stages of ResDAVEnet; each stage halves
+        the time axis, so there must be exactly four.
+      first_conv_channels: channels of the first convolution (full frequency axis x 1 frame).
+      blocks_per_stage: basic residual blocks per stage (the first one strides 2 in time).
+      kernel_width: width in frames of the residual blocks' 1-D convolutions (odd, so that
+        the symmetric "same" padding is exact).
+      embedding_dim: size of the shared audio-visual embedding space.
+      visual_2d_dim: size of a per-step 2D (appearance) visual feature, e.g. ResNet-152.
+      visual_3d_dim: size of a per-step 3D (motion) visual feature, e.g. ResNeXt-101.
+      use_3d: whether the video branch takes 3D features; False is the image mode of the
+        paper (2D features only, so the model runs on images and on videos).
+      freeze_visual: keep the visual gated embedding unit fixed (not trained); meant for
+        fine-tuning a pretrained model on images with spoken captions.
+      margin: the MMS margin subtracted from the matching-pair scores.
+      adaptive_margin: use the adaptive mean margin (margin_i = adaptive_margin_scale *
+        (S_ii - mean_{j != i} S_ij)) instead of the fixed `margin`.
+      adaptive_margin_scale: the scale of the adaptive mean margin (0.5 in AVLnet's code).
+      max_audio_frames: frames of audio the input pipeline crops/pads each clip to
+        (1024 = 10.24 s for pretraining; 5120 = 51.2 s for fine-tuning on clips up to 50 s).
+        The model itself accepts any length.
+    """
+
+    num_mel_bins: int = 40
+    audio_widths: list[int] = dataclasses.field(default_factory=lambda: [128, 256, 512, 1024])
+    first_conv_channels: int = 128
+    blocks_per_stage: int = 2
+    kernel_width: int = 9
+    embedding_dim: int = 4096
+    visual_2d_dim: int = 2048
+    visual_3d_dim: int = 2048
+    use_3d: bool = True
+    freeze_visual: bool = False
+    margin: float = 0.001
+    adaptive_margin: bool = False
+    adaptive_margin_scale: float = 0.5
+    max_audio_frames: int = 1024
+
+    def __post_init__(self):
+        for name in ("num_mel_bins", "visual_2d_dim", "visual_3d_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a positive integer (or 0: set from the records), got {value!r}.")
+        for name in (
+            "first_conv_channels",
+            "blocks_per_stage",
+            "kernel_width",
+            "embedding_dim",
+            "max_audio_frames",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if len(self.audio_widths) != NUM_STAGES or any(
+            isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in self.audio_widths
+        ):
+            raise ValueError(
+                f"audio_widths must be {NUM_STAGES} positive integers (one per stride-2 stage), got {self.audio_widths!r}."
+            )
+        if self.kernel_width % 2 != 1:
+            raise ValueError(f"kernel_width must be odd for symmetric 'same' padding, got {self.kernel_width}.")
+        if not self.margin >= 0.0:
+            raise ValueError(f"margin must be >= 0, got {self.margin!r}.")
+        if not 0.0 <= self.adaptive_margin_scale <= 1.0:
+            raise ValueError(f"adaptive_margin_scale must be in [0, 1], got {self.adaptive_margin_scale!r}.")
+        if self.max_audio_frames < 2**NUM_STAGES:
+            raise ValueError(
+                f"max_audio_frames must be >= {2**NUM_STAGES} (the encoder's total stride), got {self.max_audio_frames}."
+            )
+
+    @property
+    def total_stride(self) -> int:
+        """Input frames per output frame of the audio encoder (16)."""
+        return 2**NUM_STAGES
