@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclasses.dataclass
@@ -69,6 +69,8 @@ class VisualStreamConfig:
       weights: local weights file for 'keras_app'.
       image_size: side in pixels that frames are resized to before extraction.
       clip_frames: frames per clip for 3D (per-short-clip) extractors.
+      keras_app_kwargs: extra constructor arguments of the Keras application that
+        the weights file depends on (e.g. {'alpha': 0.35} for MobileNetV2).
     """
 
     extractor: str = "builtin_2d"
@@ -78,6 +80,7 @@ class VisualStreamConfig:
     weights: str = ""
     image_size: int = 112
     clip_frames: int = 4
+    keras_app_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.extractor and self.rate <= 0:
@@ -99,3 +102,69 @@ class VisualConfig:
     stream_3d: VisualStreamConfig = dataclasses.field(
         default_factory=lambda: VisualStreamConfig(extractor="builtin_3d")
     )
+
+
+@dataclasses.dataclass
+class ImportedFeaturesConfig:
+    """Pre-extracted features used instead of a decoded video stream.
+
+    Attributes:
+      kind: '' (decode video), 'npy' (a directory of <video_id>.npy files) or
+        'hdf5' (one file keyed by video id, ActivityNet C3D style).
+      path: the directory or file.
+      rate: feature vectors per second in the files.
+      dataset_key: for HDF5 groups, the dataset inside each video's group.
+    """
+
+    kind: str = ""
+    path: str = ""
+    rate: float = 1.0
+    dataset_key: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ("", "npy", "hdf5"):
+            raise ValueError(f"imported kind must be '', 'npy' or 'hdf5', got {self.kind!r}.")
+        if self.kind and not self.path:
+            raise ValueError(f"imported features of kind {self.kind!r} need a path.")
+        if self.kind and self.rate <= 0:
+            raise ValueError(f"imported rate must be > 0, got {self.rate}.")
+
+
+@dataclasses.dataclass
+class PreprocessConfig:
+    """The preprocessing job: decoding, features and output layout.
+
+    Attributes:
+      audio: the audio front-end.
+      visual: the visual feature streams.
+      imported_2d: pre-extracted features replacing the 2D stream.
+      imported_3d: pre-extracted features replacing the 3D stream.
+      decode_frame_rate: frames per second decoded for the visual extractors
+        (3D clips span clip_frames / decode_frame_rate seconds).
+      max_side: frames are downscaled so their long side is at most this many
+        pixels before extraction (0 keeps the decoded size).
+      storage_dtype: 'float16' (compact) or 'float32' for feature matrices.
+      num_shards: TFRecord shards per split.
+      max_overshoot_seconds: how far a caption may end past the decoded media's
+        duration before it is rejected (it is clamped within this tolerance).
+    """
+
+    audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
+    visual: VisualConfig = dataclasses.field(default_factory=VisualConfig)
+    imported_2d: ImportedFeaturesConfig = dataclasses.field(default_factory=ImportedFeaturesConfig)
+    imported_3d: ImportedFeaturesConfig = dataclasses.field(default_factory=ImportedFeaturesConfig)
+    decode_frame_rate: float = 4.0
+    max_side: int = 160
+    storage_dtype: str = "float16"
+    num_shards: int = 4
+    max_overshoot_seconds: float = 1.0
+
+    def __post_init__(self):
+        if self.storage_dtype not in ("float16", "float32"):
+            raise ValueError(f"storage_dtype must be 'float16' or 'float32', got {self.storage_dtype!r}.")
+        if self.num_shards <= 0:
+            raise ValueError(f"num_shards must be > 0, got {self.num_shards}.")
+        if self.decode_frame_rate <= 0:
+            raise ValueError(f"decode_frame_rate must be > 0, got {self.decode_frame_rate}.")
+        if self.max_side < 0:
+            raise ValueError(f"max_side must be >= 0, got {self.max_side}.")

@@ -18,3 +18,34 @@ def shared_annotations() -> pathlib.Path:
     if not path.is_dir():
         pytest.fail(f"{path} is missing: tests need the shared real annotation files beside the repo.")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> pathlib.Path:
+    """A small built-in corpus (10 videos of 16-24 s, English and Japanese)."""
+    from preprocessing import synthetic
+
+    out = tmp_path_factory.mktemp("corpus")
+    cfg = synthetic.SyntheticConfig(
+        out=str(out),
+        videos=10,
+        languages="en=1,ja=1",
+        seed=3,
+        min_duration=16.0,
+        max_duration=24.0,
+        split="0.6,0.2,0.2",
+        workers=2,
+    )
+    synthetic.generate(cfg, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_records(tiny_corpus, tmp_path_factory) -> pathlib.Path:
+    """The tiny corpus preprocessed by the Beam job (2 shards per split)."""
+    from preprocessing import pipeline
+
+    out = tmp_path_factory.mktemp("records")
+    argv = ["--annotations", str(tiny_corpus), "--format", "builtin", "--videos_dir", str(tiny_corpus)]
+    pipeline.run(argv + ["--output_dir", str(out), "--set", "num_shards=2"])
+    return out

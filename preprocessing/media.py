@@ -1,0 +1,456 @@
+"""Decoding of videos (PyAV) and audio files (tensorflow-io) into 16 kHz mono waveforms and sampled RGB frames.
+
+Policies, which the Beam job and the local predictor rely on:
+
+- Time origin: the container's start time; frame `k` is the frame displayed at
+  `k / frame_rate` seconds, for every `k` with `k / frame_rate < duration`, so a
+  clip gives `ceil(duration * frame_rate)` frames (the last decoded frame holds
+  until the end; the first one stands in for times before it).
+- Waveform: mono float32 in [-1, 1] at `sample_rate`, exactly
+  `round(duration * sample_rate)` samples: an audio track that starts late is
+  preceded by silence, one that ends early is followed by silence, and encoder
+  padding past the duration is dropped.
+- No audio stream: the waveform is silence of the video's duration and
+  `audio_present` is False; this is not an error. An audio stream that decodes no
+  samples is treated the same way (and logged).
+- Truncation: decoding stops at the first corrupt packet; when what was decoded
+  ends more than `max(0.5 s, 5 %)` before the declared duration, `MediaError` is
+  raised (or, with `allow_truncated=True`, the decoded part is returned with
+  `info["truncated"] = True` and `duration` set to the decoded length). An MP4 cut
+  before its index (`moov` atom at the end) cannot be opened at all and raises.
+- Every failure (missing, empty, unreadable, truncated file; no video stream when
+  frames are asked) raises `MediaError`, a `ValueError` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Any, Optional
+
+import av
+import av.error
+import numpy as np
+import tensorflow as tf
+import tensorflow_io as tfio
+from av.video.reformatter import VideoReformatter
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga"})
+# What tensorflow-io decodes in each: PCM WAV, FLAC, MPEG layer III, Ogg Vorbis.
+_AUDIO_FILE_CODECS = {"wav": "pcm", "flac": "flac", "mp3": "mp3", "ogg": "vorbis", "oga": "vorbis"}
+TRUNCATION_SLACK_SECONDS = 0.5
+TRUNCATION_SLACK_FRACTION = 0.05
+# Frame times are rational numbers turned into floats; ties within this margin count as equal.
+_TIME_EPS = 1e-6
+
+
+class MediaError(ValueError):
+    """A media file that cannot be decoded as asked.
+
+    Attributes:
+      path: the file.
+      reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class DecodedMedia:
+    """One decoded media file.
+
+    Attributes:
+      waveform: float32 (round(duration * sample_rate),) mono in [-1, 1].
+      sample_rate: Hz of `waveform`.
+      audio_present: False when the file has no (decodable) audio; the waveform is
+        then silence.
+      frames: uint8 (T, H, W, 3) RGB frames at `frame_rate`; (0, 0, 0, 3) when none
+        were asked or the file is an audio file.
+      frame_rate: frames per second of `frames`; 0.0 when there are none.
+      duration: seconds of media.
+      info: what the file held: container, codec names, original sample rate and
+        channels, video size and fps, declared and decoded durations, file size,
+        whether it was truncated.
+    """
+
+    waveform: np.ndarray
+    sample_rate: int
+    audio_present: bool
+    frames: np.ndarray
+    frame_rate: float
+    duration: float
+    info: dict[str, Any]
+
+    @property
+    def num_frames(self) -> int:
+        """Number of sampled video frames."""
+        return int(self.frames.shape[0])
+
+
+def _empty_frames() -> np.ndarray:
+    return np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def _check_file(path: str) -> int:
+    """Returns the size of `path` in bytes, raising MediaError if it is missing, not a file or empty."""
+    if not os.path.exists(path):
+        raise MediaError(path, "no such file")
+    if not os.path.isfile(path):
+        raise MediaError(path, "not a regular file")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    return size
+
+
+def _check_args(sample_rate: int, frame_rate: Optional[float], max_side: Optional[int]) -> None:
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}.")
+    if frame_rate is not None and not frame_rate > 0:
+        raise ValueError(f"frame_rate must be > 0 or None (no frames), got {frame_rate!r}.")
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be >= 1 or None, got {max_side!r}.")
+
+
+def _fit_size(width: int, height: int, max_side: Optional[int]) -> tuple[int, int]:
+    """(width, height) scaled down, aspect kept, so that the long side is at most `max_side`."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
+def _frame_count(duration: float, frame_rate: float) -> int:
+    """Number of k >= 0 with k / frame_rate < duration."""
+    return max(0, int(math.ceil(duration * frame_rate - _TIME_EPS)))
+
+
+class _FrameSampler:
+    """Picks, for t_k = k / frame_rate, the frame on screen at t_k, converting only those frames."""
+
+    def __init__(self, frame_rate: float, max_side: Optional[int], limit: Optional[int]):
+        self._frame_rate = frame_rate
+        self._max_side = max_side
+        self._limit = limit
+        self._pending: Optional[av.VideoFrame] = None
+        self._pending_array: Optional[np.ndarray] = None
+        # One reformatter keeps one swscale context: a frame's own to_ndarray(format=...)
+        # builds a new one per call, which costs more than decoding a small frame.
+        self._reformatter = VideoReformatter()
+        self.frames: list[np.ndarray] = []
+
+    @property
+    def done(self) -> bool:
+        """True once every frame up to the known limit was taken."""
+        return self._limit is not None and len(self.frames) >= self._limit
+
+    def _emit_pending(self) -> None:
+        if self._pending_array is None:
+            frame = self._pending
+            width, height = _fit_size(frame.width, frame.height, self._max_side)
+            rgb = self._reformatter.reformat(frame, width=width, height=height, format="rgb24")
+            self._pending_array = rgb.to_ndarray()
+        self.frames.append(self._pending_array)
+
+    def push(self, frame: av.VideoFrame, time: float) -> None:
+        """Adds the next decoded frame, shown from `time` (seconds from the origin) on."""
+        if self._pending is not None:
+            # Every target before this frame's time showed the pending frame (or, before the
+            # first frame, the first frame itself).
+            while not self.done and len(self.frames) / self._frame_rate < time - _TIME_EPS:
+                self._emit_pending()
+        self._pending = frame
+        self._pending_array = None
+
+    def finish(self, count: int) -> np.ndarray:
+        """Emits the last frame until `count` frames exist and returns them, (count, H, W, 3)."""
+        if self._pending is not None:
+            while len(self.frames) < count:
+                self._emit_pending()
+        frames = self.frames[:count]
+        if not frames:
+            return _empty_frames()
+        return np.stack(frames)
+
+
+def _declared_duration(container: av.container.InputContainer, streams: list[Any]) -> Optional[float]:
+    """Longest declared duration among `streams`, else the container's, else None."""
+    durations = [float(s.duration * s.time_base) for s in streams if s.duration is not None and s.time_base is not None]
+    if durations:
+        return max(durations)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def decode_video(
+    path: str,
+    sample_rate: int = 16000,
+    frame_rate: Optional[float] = 4.0,
+    max_side: Optional[int] = None,
+    allow_truncated: bool = False,
+) -> DecodedMedia:
+    """Decodes a video (or any container PyAV reads): its audio and frames sampled at a fixed rate.
+
+    Args:
+      path: local media file (mp4, mkv, webm, ...).
+      sample_rate: Hz of the returned mono waveform.
+      frame_rate: frames per second to sample; None decodes no frames (and does not
+        need a video stream).
+      max_side: downscale frames (aspect kept) so that their long side is at most
+        this many pixels; None keeps the decoded size.
+      allow_truncated: return the decodable part of a truncated file instead of
+        raising.
+
+    Returns:
+      The decoded media; see the module docstring for the policies.
+
+    Raises:
+      MediaError: the file is missing, empty, not media, truncated, has neither
+        stream, or has no video stream although `frame_rate` was given.
+      ValueError: an argument is out of range.
+    """
+    path = os.fspath(path)
+    _check_args(sample_rate, frame_rate, max_side)
+    file_size = _check_file(path)
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as err:
+        raise MediaError(
+            path,
+            f"cannot be opened as media ({err.strerror}); it is not a media file or is cut short (e.g. an MP4 "
+            "truncated before its index)",
+        ) from err
+    with container:
+        return _decode_container(container, path, file_size, sample_rate, frame_rate, max_side, allow_truncated)
+
+
+def _decode_container(
+    container: av.container.InputContainer,
+    path: str,
+    file_size: int,
+    sample_rate: int,
+    frame_rate: Optional[float],
+    max_side: Optional[int],
+    allow_truncated: bool,
+) -> DecodedMedia:
+    video = container.streams.video[0] if container.streams.video else None
+    audio = container.streams.audio[0] if container.streams.audio else None
+    if frame_rate is not None and video is None:
+        raise MediaError(path, f"has no video stream, but frames were asked for (frame_rate={frame_rate})")
+    if video is None and audio is None:
+        raise MediaError(path, "has neither an audio nor a video stream")
+    streams = [s for s in (video if frame_rate is not None else None, audio) if s is not None]
+    for stream in streams:
+        stream.thread_type = "AUTO"
+    declared = _declared_duration(container, streams)
+    origin = container.start_time / av.time_base if container.start_time is not None else 0.0
+    info: dict[str, Any] = {
+        "container": container.format.name,
+        "file_size": file_size,
+        "video_codec": video.codec_context.name if video is not None else None,
+        "width": video.codec_context.width if video is not None else None,
+        "height": video.codec_context.height if video is not None else None,
+        "video_fps": float(video.average_rate) if video is not None and video.average_rate else None,
+        "audio_codec": audio.codec_context.name if audio is not None else None,
+        "original_sample_rate": audio.codec_context.sample_rate if audio is not None else None,
+        "original_channels": audio.codec_context.channels if audio is not None else None,
+        "declared_duration": declared,
+    }
+
+    sampler = None
+    if frame_rate is not None:
+        limit = _frame_count(declared, frame_rate) if declared is not None else None
+        sampler = _FrameSampler(frame_rate, max_side, limit)
+    fallback_step = 1.0 / info["video_fps"] if info["video_fps"] else 0.0
+    video_end = 0.0
+    video_count = 0
+    resampler = av.AudioResampler(format="fltp", layout="mono", rate=sample_rate) if audio is not None else None
+    chunks: list[np.ndarray] = []
+    audio_start: Optional[float] = None
+    decode_error = None
+
+    def take_audio(out_frames: list[av.AudioFrame]) -> None:
+        for out in out_frames:
+            chunks.append(out.to_ndarray()[0])
+
+    try:
+        for packet in container.demux(*streams):
+            stream_type = packet.stream.type
+            if stream_type == "video" and sampler.done:
+                # Every frame is taken: skip decoding, but keep the stream's extent for the truncation check.
+                if packet.pts is not None and packet.time_base is not None:
+                    video_end = max(video_end, float((packet.pts + (packet.duration or 0)) * packet.time_base) - origin)
+                continue
+            for frame in packet.decode():
+                if stream_type == "audio":
+                    if audio_start is None and frame.time is not None:
+                        audio_start = frame.time - origin
+                    take_audio(resampler.resample(frame))
+                else:
+                    time = frame.time - origin if frame.time is not None else video_count * fallback_step
+                    step = float(frame.duration * frame.time_base) if frame.duration else fallback_step
+                    video_end = max(video_end, time + step)
+                    video_count += 1
+                    sampler.push(frame, time)
+        if resampler is not None:
+            take_audio(resampler.resample(None))
+    except av.error.FFmpegError as err:
+        # A corrupt or cut packet ends decoding; what was decoded is judged below.
+        decode_error = f"{type(err).__name__}: {err.strerror}"
+        logging.warning("%s: decoding stopped early: %s", path, decode_error)
+
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    lead = int(round((audio_start or 0.0) * sample_rate))
+    audio_end = (lead + samples.size) / sample_rate if samples.size else 0.0
+    decoded = max(video_end, audio_end)
+    info["decoded_duration"] = decoded
+    info["decode_error"] = decode_error
+    if sampler is not None and video_count == 0:
+        raise MediaError(path, f"its video stream decoded no frames{f' ({decode_error})' if decode_error else ''}")
+
+    duration = declared if declared is not None else decoded
+    truncated = declared is not None and declared - decoded > max(
+        TRUNCATION_SLACK_SECONDS, TRUNCATION_SLACK_FRACTION * declared
+    )
+    info["truncated"] = truncated
+    if truncated:
+        reason = (
+            f"truncated: decoded {decoded:.2f} s of the declared {declared:.2f} s"
+            f" ({decode_error or 'the streams end early'})"
+        )
+        if not allow_truncated:
+            raise MediaError(path, reason)
+        logging.warning("%s: %s; keeping the decoded part", path, reason)
+        duration = decoded
+
+    num_samples = int(round(duration * sample_rate))
+    audio_present = samples.size > 0
+    if audio is not None and not audio_present:
+        logging.warning("%s: the audio stream (%s) decoded no samples; storing silence", path, info["audio_codec"])
+    waveform = _place(samples, lead, num_samples) if audio_present else np.zeros(num_samples, np.float32)
+    np.clip(waveform, -1.0, 1.0, out=waveform)
+    frames = sampler.finish(_frame_count(duration, frame_rate)) if sampler is not None else _empty_frames()
+    return DecodedMedia(
+        waveform=waveform,
+        sample_rate=sample_rate,
+        audio_present=bool(audio_present),
+        frames=frames,
+        frame_rate=float(frame_rate) if frame_rate is not None else 0.0,
+        duration=float(duration),
+        info=info,
+    )
+
+
+def _place(samples: np.ndarray, lead: int, num_samples: int) -> np.ndarray:
+    """`samples` shifted to start at sample `lead` (negative drops), cut or zero-padded to `num_samples`."""
+    if lead < 0:
+        samples = samples[-lead:]
+        lead = 0
+    out = np.zeros(num_samples, np.float32)
+    count = max(0, min(samples.size, num_samples - lead))
+    out[lead : lead + count] = samples[:count]
+    return out
+
+
+def decode_audio_file(path: str, sample_rate: int = 16000) -> DecodedMedia:
+    """Decodes a standalone audio file (wav, flac, mp3, ogg) through tensorflow-io.
+
+    The channels are averaged to mono and resampled with `tfio.audio.resample`;
+    integer PCM is scaled to [-1, 1].
+
+    Args:
+      path: local audio file.
+      sample_rate: Hz of the returned waveform.
+
+    Returns:
+      The decoded media, with no frames (`frames` is (0, 0, 0, 3)).
+
+    Raises:
+      MediaError: the file is missing, empty, or not readable audio.
+      ValueError: `sample_rate` is not a positive integer.
+    """
+    path = os.fspath(path)
+    _check_args(sample_rate, None, None)
+    file_size = _check_file(path)
+    try:
+        audio = tfio.audio.AudioIOTensor(path)
+        original_rate = int(audio.rate.numpy())
+        data = audio.to_tensor()
+    except (tf.errors.OpError, ValueError) as err:
+        message = err.message if isinstance(err, tf.errors.OpError) else str(err)
+        raise MediaError(path, f"not readable as audio by tensorflow-io ({message.split(' [Op:')[0].strip()})") from err
+    channels = int(data.shape[-1]) if data.shape.rank == 2 else 1
+    if data.dtype == tf.int16:
+        data = tf.cast(data, tf.float32) / 32768.0
+    elif data.dtype == tf.int32:
+        data = tf.cast(data, tf.float32) / 2147483648.0
+    elif data.dtype == tf.uint8:
+        data = (tf.cast(data, tf.float32) - 128.0) / 128.0
+    else:
+        data = tf.cast(data, tf.float32)
+    if data.shape.rank == 2:
+        data = tf.reduce_mean(data, axis=-1)
+    if int(tf.size(data)) == 0:
+        raise MediaError(path, "holds no audio samples")
+    if original_rate <= 0:
+        raise MediaError(path, f"declares an invalid sample rate {original_rate}")
+    if original_rate != sample_rate:
+        data = tfio.audio.resample(data, rate_in=original_rate, rate_out=sample_rate)
+    num_in = int(audio.shape[0].numpy())
+    duration = num_in / original_rate
+    # Resampling rounds the length its own way; the contract is round(duration * sample_rate).
+    waveform = _place(data.numpy().astype(np.float32, copy=False), 0, int(round(duration * sample_rate)))
+    np.clip(waveform, -1.0, 1.0, out=waveform)
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    return DecodedMedia(
+        waveform=waveform,
+        sample_rate=sample_rate,
+        audio_present=True,
+        frames=_empty_frames(),
+        frame_rate=0.0,
+        duration=duration,
+        info={
+            "container": extension,
+            "file_size": file_size,
+            "audio_codec": _AUDIO_FILE_CODECS.get(extension, extension),
+            "sample_format": audio.dtype.name,
+            "original_sample_rate": original_rate,
+            "original_channels": channels,
+            "declared_duration": duration,
+            "decoded_duration": duration,
+            "truncated": False,
+        },
+    )
+
+
+def decode_media(
+    path: str,
+    sample_rate: int = 16000,
+    frame_rate: Optional[float] = 4.0,
+    max_side: Optional[int] = None,
+    allow_truncated: bool = False,
+) -> DecodedMedia:
+    """Decodes any supported file: audio extensions (`AUDIO_EXTENSIONS`) via tensorflow-io, the rest via PyAV.
+
+    Args:
+      path: local media file.
+      sample_rate: Hz of the returned waveform.
+      frame_rate: frames per second for videos (ignored for audio files).
+      max_side: long-side limit of video frames.
+      allow_truncated: see `decode_video`.
+
+    Returns:
+      The decoded media.
+
+    Raises:
+      MediaError: as `decode_video` / `decode_audio_file`.
+    """
+    if os.path.splitext(os.fspath(path))[1].lower() in AUDIO_EXTENSIONS:
+        return decode_audio_file(path, sample_rate)
+    return decode_video(path, sample_rate, frame_rate, max_side, allow_truncated)
