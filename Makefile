@@ -25,7 +25,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q -p no:warnings --durations=15 tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

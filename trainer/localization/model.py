@@ -16,6 +16,7 @@ VIDEO = "video"
 AUDIO = "audio"
 SEGMENT_MASK = "segment_mask"
 CAPTION = "caption"
+TOKENS = "tokens"
 SPAN = "span"
 ATTENTION = "attention"
 
@@ -26,6 +27,7 @@ def build_model(
     cfg: LocalizationModelConfig,
     vocabulary: Sequence[str],
     embedding_matrix: np.ndarray | None = None,
+    tokenized_input: bool = False,
 ) -> keras.Model:
     """Builds the functional localization model.
 
@@ -33,7 +35,10 @@ def build_model(
       "video": float32 [B, M, video_dim] segment features (ignored by "a").
       "audio": float32 [B, M, audio_dim] segment features (ignored by "v").
       "segment_mask": float32 [B, M], 1 on real segments, right-padded.
-      "caption": string [B] raw caption text, tokenized in the graph.
+      "caption": string [B] raw caption text, tokenized in the graph; or, with
+        `tokenized_input`, "tokens": int32 [B, max_caption_tokens] ids from
+        `text.CaptionTokenizer` (tokenize in tf.data: distributed `fit` can't
+        take string inputs, see `trainer.localization.task`).
 
     Outputs (a dict):
       "span": float32 [B, 2] normalized (start, end), 0 <= start <= end <= 1.
@@ -48,6 +53,7 @@ def build_model(
       embedding_matrix: optional [len(vocabulary) + 2, embedding_dim] initial
         word embeddings. When None and `cfg.fasttext_path` is set, they are read
         from that file; otherwise they are random.
+      tokenized_input: take token ids instead of raw captions.
 
     Returns:
       The uncompiled `keras.Model`; compile it with `compile_arguments(cfg)`.
@@ -75,9 +81,13 @@ def build_model(
         VIDEO: keras.Input(shape=(cfg.num_segments, cfg.video_dim), dtype="float32", name=VIDEO),
         AUDIO: keras.Input(shape=(cfg.num_segments, cfg.audio_dim), dtype="float32", name=AUDIO),
         SEGMENT_MASK: keras.Input(shape=(cfg.num_segments,), dtype="float32", name=SEGMENT_MASK),
-        CAPTION: keras.Input(shape=(), dtype="string", name=CAPTION),
     }
-    token_ids = text.CaptionTokenizer(vocabulary, cfg.max_caption_tokens, name="tokenizer")(inputs[CAPTION])
+    if tokenized_input:
+        inputs[TOKENS] = keras.Input(shape=(cfg.max_caption_tokens,), dtype="int32", name=TOKENS)
+        token_ids = inputs[TOKENS]
+    else:
+        inputs[CAPTION] = keras.Input(shape=(), dtype="string", name=CAPTION)
+        token_ids = text.CaptionTokenizer(vocabulary, cfg.max_caption_tokens, name="tokenizer")(inputs[CAPTION])
     caption_encoder = layers.CaptionEncoder(
         num_ids,
         cfg.embedding_dim,

@@ -1,0 +1,1 @@
+"""Exported models: versioned SavedModels whose signatures take raw inputs."""

@@ -1,0 +1,142 @@
+"""The cascade: pretrain on one language's videos, fine-tune on another's, compare.
+
+`python -m trainer.cascade --config configs/avlnet_demo.yaml --records DIR --job-root DIR \
+    --source en --target ja --seeds 0,1,2`
+
+Rows (all evaluated on the target language's test clips):
+  target only                 trained from scratch on the target's captions
+  pretrained zero-shot        pretrained on the source's unlabeled videos (fixed windows)
+  pretrained + FT source      then fine-tuned on the source's captions
+  pretrained + FT target      then fine-tuned on the target's captions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+
+from avalign import hyperparams
+from trainer import train_lib
+from trainer.config import ExperimentConfig
+
+COLUMNS = [(d, k) for d in ("a2v", "v2a") for k in (1, 5, 10)]
+
+
+def _run(config, job_dir, overrides, train=True):
+    done = os.path.join(job_dir, "eval", "test.json")
+    if os.path.exists(done) and (not train or os.path.exists(os.path.join(job_dir, "model.keras"))):
+        with open(done) as f:
+            return json.load(f)
+    cfg = hyperparams.load(ExperimentConfig, config, overrides)
+    keras.backend.clear_session()
+    print(f"--- {job_dir}", flush=True)
+    return train_lib.run_experiment(cfg, job_dir, train=train)["eval"]
+
+
+def format_table(rows: dict, chance: float) -> str:
+    head = f"{'model':<26}" + "".join(f"{d + ' R@' + str(k):>14}" for d, k in COLUMNS) + f"{'seeds':>7}"
+    lines = [head]
+    for name, runs in rows.items():
+        cells = []
+        for d, k in COLUMNS:
+            vals = np.array([r["all"][d][f"r{k}"] for r in runs])
+            cells.append(f"{vals.mean():.3f}" if len(vals) == 1 else f"{vals.mean():.3f}±{vals.std():.3f}")
+        lines.append(f"{name:<26}" + "".join(f"{c:>14}" for c in cells) + f"{len(runs):>7}")
+    lines.append(f"(chance R@1 = {chance:.3f})")
+    return "\n".join(lines)
+
+
+def run_cascade(
+    config,
+    records_dir,
+    job_root,
+    source_language,
+    target_language,
+    seeds,
+    overrides=(),
+    pretrain_overrides=(),
+    finetune_overrides=(),
+) -> str:
+    """Runs the four rows for each seed and returns the table (also written to job_root).
+
+    Args:
+      overrides: `--set` overrides of every run.
+      pretrain_overrides: extra overrides of the pretraining run (e.g. more epochs).
+      finetune_overrides: extra overrides of the fine-tuning runs (e.g. a lower learning rate).
+    """
+    rows = {"target only": [], "pretrained zero-shot": [], "pretrained + FT source": [], "pretrained + FT target": []}
+    chance = float("nan")
+    for seed in seeds:
+        base = [
+            f"data.records_dir={records_dir}",
+            f"train.seed={seed}",
+            f"data.eval_languages=[{target_language}]",
+            *overrides,
+        ]
+        root = os.path.join(job_root, f"seed{seed}")
+        target = [f"data.languages=[{target_language}]", "data.clip_source=captions"]
+        rows["target only"].append(_run(config, os.path.join(root, "target_only"), base + target))
+        pre_dir = os.path.join(root, "pretrain")
+        # Pretraining sees only the source language's unlabeled videos (its
+        # validation too); its own test eval is on source windows, not a row.
+        pre = [
+            f"data.languages=[{source_language}]",
+            f"data.eval_languages=[{source_language}]",
+            "data.clip_source=windows",
+        ]
+        _run(config, pre_dir, base + pre + list(pretrain_overrides))
+        init = [f"train.init_checkpoint={os.path.join(pre_dir, 'model.keras')}", *finetune_overrides]
+        # Zero-shot: the pretrained model evaluated, untouched, on the target's
+        # caption clips, the same test clips as every other row.
+        zero_shot = [f"train.init_checkpoint={os.path.join(pre_dir, 'model.keras')}"]
+        rows["pretrained zero-shot"].append(
+            _run(config, os.path.join(root, "zero_shot"), base + target + zero_shot, train=False)
+        )
+        source = [f"data.languages=[{source_language}]", "data.clip_source=captions"]
+        rows["pretrained + FT source"].append(_run(config, os.path.join(root, "ft_source"), base + source + init))
+        rows["pretrained + FT target"].append(_run(config, os.path.join(root, "ft_target"), base + target + init))
+        chance = rows["target only"][-1]["chance_r1"]
+    table = format_table(rows, chance)
+    os.makedirs(job_root, exist_ok=True)
+    with open(os.path.join(job_root, "cascade.txt"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    with open(os.path.join(job_root, "cascade.json"), "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=2, sort_keys=True)
+    return table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.cascade", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--records", required=True, help="Preprocessing output dir.")
+    parser.add_argument("--job-root", required=True)
+    parser.add_argument("--source", default="en", help="Pretraining language.")
+    parser.add_argument("--target", required=True, help="Fine-tuning / evaluation language.")
+    parser.add_argument("--seeds", default="0", help="Comma-separated seeds.")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override for every run.")
+    parser.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE", help="Pretraining only.")
+    parser.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE", help="Fine-tuning only.")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    table = run_cascade(
+        args.config,
+        args.records,
+        args.job_root,
+        args.source,
+        args.target,
+        seeds,
+        args.set,
+        args.pretrain_set,
+        args.finetune_set,
+    )
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

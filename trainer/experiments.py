@@ -1,0 +1,96 @@
+"""Multi-run experiments: the paper's variant comparison over seeds, as a table.
+
+`python -m trainer.experiments --config configs/malta_demo.yaml --records DIR --job-root DIR --seeds 0,1,2`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+
+from avalign import hyperparams
+from trainer import train_lib
+from trainer.config import ExperimentConfig
+
+VARIANTS = (("AV (MALTA)", "av"), ("V (ABLR)", "v"), ("A only", "a"))
+COLUMNS = ("r1_iou_0.1", "r1_iou_0.3", "r1_iou_0.5", "r1_iou_0.7", "miou")
+
+
+def _mean_std(values) -> str:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{values.mean():.3f}±{values.std(ddof=0):.3f}"
+
+
+def format_table(results: dict, subsets=("all", "audio_dependent", "not_audio_dependent")) -> str:
+    """Rows: variant × subset; columns: R@1 at IoU and mIoU, mean ± std over seeds."""
+    lines = [f"{'model':<12}{'subset':<22}" + "".join(f"{c:>16}" for c in COLUMNS) + f"{'seeds':>7}"]
+    for name, runs in results.items():
+        for subset in subsets:
+            if not all(subset in r for r in runs):
+                continue
+            cells = [_mean_std([r[subset][c] for r in runs]) for c in COLUMNS]
+            lines.append(f"{name:<12}{subset:<22}" + "".join(f"{c:>16}" for c in cells) + f"{len(runs):>7}")
+    return "\n".join(lines)
+
+
+def compare_localization_variants(config: str, records_dir: str, job_root: str, seeds, overrides=()) -> str:
+    """Trains and tests AV, V-only and A-only models with each seed; returns the table.
+
+    Each run has its own job dir (`<job_root>/<variant>/seed<k>`), so a rerun
+    resumes or reuses finished runs (their eval JSON).
+    """
+    results = {}
+    for name, modalities in VARIANTS:
+        runs = []
+        for seed in seeds:
+            job_dir = os.path.join(job_root, modalities, f"seed{seed}")
+            done = os.path.join(job_dir, "eval", "test.json")
+            if os.path.exists(done):
+                with open(done) as f:
+                    runs.append(json.load(f))
+                continue
+            cfg = hyperparams.load(
+                ExperimentConfig,
+                config,
+                [
+                    f"data.records_dir={records_dir}",
+                    f"model.localization.modalities={modalities}",
+                    f"train.seed={seed}",
+                    *overrides,
+                ],
+            )
+            keras.backend.clear_session()
+            print(f"--- {name}, seed {seed} -> {job_dir}", flush=True)
+            runs.append(train_lib.run_experiment(cfg, job_dir)["eval"])
+        results[name] = runs
+    table = format_table(results)
+    os.makedirs(job_root, exist_ok=True)
+    with open(os.path.join(job_root, "comparison.txt"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    with open(os.path.join(job_root, "comparison.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    return table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.experiments", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--records", required=True, help="Preprocessing output dir.")
+    parser.add_argument("--job-root", required=True)
+    parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds.")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    print(compare_localization_variants(args.config, args.records, args.job_root, seeds, args.set))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

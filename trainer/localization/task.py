@@ -1,0 +1,283 @@
+"""The caption localization task (MALTA / ABLR) for the generic trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from preprocessing import audio as audio_lib
+from preprocessing import features
+from trainer import input as input_lib
+from trainer.base_task import Task
+from trainer.localization import data as data_lib
+from trainer.localization import metrics, text
+from trainer.localization import model as model_lib
+from trainer.registry import register_task
+
+IOU_THRESHOLDS = metrics.DEFAULT_THRESHOLDS
+
+
+def make_audio_view(kind: str, info: input_lib.RecordsInfo, encoder_path: str = ""):
+    """The audio features the model sees, computed in-graph from stored log-Mel frames.
+
+    Returns:
+      callable [T, bins] -> ([T', D], frames per second of T').
+
+    Raises:
+      FileNotFoundError: 'avlnet' with a dir that holds no exported encoder
+        (a version dir, or a base dir of integer versions).
+    """
+    if kind == "logmel":
+        return lambda logmel: (logmel, info.audio_rate)
+    if kind == "mfcc":
+        audio_cfg = info.audio_config
+        return lambda logmel: (audio_lib.mfcc(logmel, audio_cfg), info.audio_rate)
+    from serving import export_util
+
+    if not tf.io.gfile.exists(os.path.join(encoder_path, "saved_model.pb")):
+        encoder_path = export_util.latest_version_dir(encoder_path)
+    encoder = tf.saved_model.load(encoder_path)
+    stride = float(encoder.total_stride.numpy())
+
+    def view(logmel):
+        out = encoder.embed_log_mel(logmel[None], tf.shape(logmel)[:1])
+        return out["frame_embeddings"][0], info.audio_rate / stride
+
+    return view
+
+
+@register_task("localization")
+class LocalizationTask(Task):
+    """Given a video's audio and frames and a caption, find where the caption happens."""
+
+    def prepare(self) -> None:
+        cfg = self.cfg
+        self.info = input_lib.RecordsInfo(cfg.data.records_dir)
+        streams = tuple(cfg.data.visual_streams)
+        self.info.check_streams(streams)
+        self.counts = {}
+        for split in (cfg.data.train_split, cfg.data.eval_split, cfg.data.test_split):
+            self.counts[split] = input_lib.validate_records(self.info, split, streams, cfg.data.on_bad_record)
+            logging.info("Split %s: %s", split, self.counts[split])
+            if not self.counts[split]["captions"]:
+                raise input_lib.RecordsError(f"{self.info.records_dir}: split {split!r} has no captions.")
+        mcfg = cfg.model.localization
+        self.audio_view = make_audio_view(cfg.data.audio_feature, self.info, cfg.data.audio_encoder)
+        self.parser = data_lib.LocalizationParser(
+            mcfg.num_segments,
+            streams,
+            self.info.stream_rates,
+            self.info.audio_rate,
+            self.audio_view,
+            cfg.data.caption_field,
+        )
+        video_dim = sum(self.info.stream_dims[s] for s in streams)
+        audio_dim = int(self.audio_view(tf.zeros([64, self.info.audio_dim]))[0].shape[-1])
+        for name, have, want in (("video_dim", video_dim, mcfg.video_dim), ("audio_dim", audio_dim, mcfg.audio_dim)):
+            if want and want != have:
+                raise input_lib.RecordsError(
+                    f"model.localization.{name}={want} but the records give {have} "
+                    f"({cfg.data.records_dir}, streams {list(streams)}, audio {cfg.data.audio_feature}); "
+                    f"set it to {have} or 0 to take it from the records."
+                )
+        self.model_cfg = dataclasses.replace(mcfg, video_dim=video_dim, audio_dim=audio_dim)
+        self._fit_train_statistics()
+
+    def _captions(self, split: str, is_training: bool) -> tf.data.Dataset:
+        cfg = self.cfg
+        videos = input_lib.read_videos(
+            self.info,
+            split,
+            cfg.data.visual_streams,
+            is_training,
+            seed=cfg.train.seed,
+            languages=cfg.data.languages_of(split),
+            max_videos=cfg.data.max_train_videos if split == cfg.data.train_split else 0,
+        )
+        return videos.flat_map(self.parser.captions)
+
+    def _fit_train_statistics(self) -> None:
+        """Vocabulary and feature normalization, from the training split only."""
+        captions, video_sum, video_sq, audio_sum, audio_sq, n = [], 0.0, 0.0, 0.0, 0.0, 0
+        for x, _, _ in self._captions(self.cfg.data.train_split, False).batch(256):
+            captions += [c.decode("utf-8") for c in x["caption"].numpy()]
+            v = x["video"].numpy().reshape(-1, x["video"].shape[-1]).astype(np.float64)
+            a = x["audio"].numpy().reshape(-1, x["audio"].shape[-1]).astype(np.float64)
+            video_sum, video_sq = video_sum + v.sum(0), video_sq + (v**2).sum(0)
+            audio_sum, audio_sq = audio_sum + a.sum(0), audio_sq + (a**2).sum(0)
+            n += v.shape[0]
+        empty = [c for c in captions if not text.tokenize_caption(c)]
+        if empty:
+            raise input_lib.RecordsError(
+                f"{len(empty)} training caption(s) have no tokens (field {self.cfg.data.caption_field}), e.g. {empty[0]!r}."
+            )
+        self.vocabulary = text.build_vocabulary(captions, max_size=self.model_cfg.vocab_size - 2)
+        self.tokenizer = text.CaptionTokenizer(self.vocabulary, self.model_cfg.max_caption_tokens, name="tokenizer")
+        self.stats = {}
+        for name, s, sq in (("video", video_sum, video_sq), ("audio", audio_sum, audio_sq)):
+            mean = s / n
+            self.stats[name] = (mean.astype(np.float32), np.maximum(sq / n - mean**2, 1e-6).astype(np.float32))
+        with tf.io.gfile.GFile(os.path.join(self.job_dir, "vocabulary.txt"), "w") as f:
+            f.write("\n".join(self.vocabulary) + "\n")
+        logging.info("Vocabulary of %d tokens from %d training captions", len(self.vocabulary), len(captions))
+
+    def build_model(self) -> keras.Model:
+        """The trained model: segment features and caption token ids in, span and attention out.
+
+        Captions are tokenized in tf.data with `self.tokenizer` (distributed
+        `fit` can't take string inputs); `serving_model` puts the same
+        tokenizer in front for raw text.
+        """
+        inner = model_lib.build_model(self.model_cfg, self.vocabulary, tokenized_input=True)
+        m = self.model_cfg.num_segments
+        inputs = {
+            "video": keras.Input((m, self.model_cfg.video_dim), name="video"),
+            "audio": keras.Input((m, self.model_cfg.audio_dim), name="audio"),
+            "segment_mask": keras.Input((m,), name="segment_mask"),
+            "tokens": keras.Input((self.model_cfg.max_caption_tokens,), dtype="int32", name="tokens"),
+        }
+        normalized = dict(inputs)
+        for name in ("video", "audio"):
+            mean, var = self.stats[name]
+            normalized[name] = keras.layers.Normalization(mean=mean, variance=var, name=f"{name}_normalization")(
+                inputs[name]
+            )
+        outputs = inner(normalized)
+        return keras.Model(inputs, {"span": outputs["span"], "attention": outputs["attention"]}, name="localizer")
+
+    def serving_model(self, model: keras.Model) -> keras.Model:
+        """`model` behind the caption tokenizer: raw caption strings in (saved as model.keras)."""
+        m = self.model_cfg.num_segments
+        inputs = {
+            "video": keras.Input((m, self.model_cfg.video_dim), name="video"),
+            "audio": keras.Input((m, self.model_cfg.audio_dim), name="audio"),
+            "segment_mask": keras.Input((m,), name="segment_mask"),
+            "caption": keras.Input((), dtype="string", name="caption"),
+        }
+        core = {k: v for k, v in inputs.items() if k != "caption"}
+        core["tokens"] = self.tokenizer(inputs["caption"])
+        return keras.Model(inputs, model(core), name="localizer_text")
+
+    def _model_inputs(self, x: dict) -> dict:
+        """A batch's features with the caption strings replaced by token ids."""
+        return {**{k: v for k, v in x.items() if k != "caption"}, "tokens": self.tokenizer(x["caption"])}
+
+    def compile(self, model, optimizer) -> None:
+        model.compile(
+            optimizer=optimizer, run_eagerly=self.cfg.runtime.run_eagerly, **model_lib.compile_arguments(self.model_cfg)
+        )
+
+    def dataset(self, split: str, is_training: bool, batch_size: int) -> tf.data.Dataset:
+        ds = self._captions(split, is_training).map(lambda x, y, meta: (x, y))
+        if self.cfg.data.cache:
+            ds = ds.cache()
+        if is_training:
+            ds = ds.shuffle(self.cfg.data.shuffle_buffer, seed=self.cfg.train.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=is_training)
+        ds = ds.map(lambda x, y: (self._model_inputs(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+    def num_examples(self, split: str) -> int:
+        if split == self.cfg.data.train_split and (self.cfg.data.languages or self.cfg.data.max_train_videos):
+            return int(self._captions(split, False).reduce(0, lambda n, _: n + 1))
+        return self.counts[split]["captions"]
+
+    @property
+    def monitor(self):
+        return "val_span_r1_iou_0.5", "max"
+
+    def callbacks(self, model, log_dir):
+        from trainer.localization import plots
+
+        x, y, meta = next(iter(self._captions(self.cfg.data.eval_split, False).batch(self.cfg.eval.num_plot_examples)))
+        meta = dict(meta, caption=x["caption"])
+        examples = (self._model_inputs(x), y, meta)
+        return [plots.AttentionPlotCallback(examples, os.path.join(log_dir, "attention"))]
+
+    def predict(self, model, split: str):
+        """Predictions, truths and metadata of every caption of a split (numpy)."""
+        spans, attention, truth, meta = [], [], [], {k: [] for k in data_lib.META_KEYS}
+        for x, y, m in self._captions(split, False).batch(self.cfg.train.global_batch_size):
+            out = model(self._model_inputs(x), training=False)
+            spans.append(np.asarray(out["span"]))
+            attention.append(np.asarray(out["attention"]))
+            truth.append(y["span"].numpy())
+            for k in meta:
+                meta[k].append(m[k].numpy())
+        meta = {k: np.concatenate(v) for k, v in meta.items()}
+        return np.concatenate(spans), np.concatenate(truth), np.concatenate(attention), meta
+
+    def predict_windowed(self, model, split: str):
+        """As `predict`, over overlapping windows of `eval.window_seconds` for longer videos.
+
+        A video longer than the window is cut into windows (stride
+        `eval.window_stride_seconds`, default half a window), each cut into the
+        model's M segments, so resolution does not fall with video length; each
+        caption's per-window proposals are merged by `data.merge_windows`.
+        """
+        window, stride = self.cfg.eval.window_seconds, self.cfg.eval.window_stride_seconds
+        key = self.parser.caption_key
+        spans, truth, meta = [], [], {k: [] for k in data_lib.META_KEYS}
+        videos = input_lib.read_videos(
+            self.info, split, self.cfg.data.visual_streams, False, languages=self.cfg.data.languages_of(split)
+        )
+        for video in videos:
+            duration = float(video[features.DURATION])
+            starts = data_lib.window_starts(duration, window, stride)
+            length = min(window, duration)
+            audio = self.audio_view(video[features.AUDIO])
+            segs = [self.parser.video_segments(video, float(t0), length, audio) for t0 in starts]
+            captions = video[key]
+            k, n = len(starts), int(tf.shape(captions)[0])
+            x = {
+                "video": tf.tile(tf.stack([s["video"] for s in segs]), [n, 1, 1]),
+                "audio": tf.tile(tf.stack([s["audio"] for s in segs]), [n, 1, 1]),
+                "segment_mask": tf.ones([n * k, self.model_cfg.num_segments]),
+                "caption": tf.repeat(captions, k),
+            }
+            out = model(self._model_inputs(x), training=False)
+            out_spans = np.asarray(out["span"]).reshape(n, k, 2)
+            out_att = np.asarray(out["attention"]).reshape(n, k, -1, 2)
+            for i in range(n):
+                spans.append(data_lib.merge_windows(starts, length, out_spans[i], out_att[i], duration)[0])
+            truth.append(
+                data_lib.normalized_span(video[features.CAPTION_START], video[features.CAPTION_END], duration).numpy()
+            )
+            meta["video_id"].append(np.repeat(video[features.VIDEO_ID].numpy(), n))
+            meta["language"].append(np.repeat(video[features.LANGUAGE].numpy(), n))
+            meta["duration"].append(np.full(n, duration, np.float32))
+            meta["start"].append(video[features.CAPTION_START].numpy())
+            meta["end"].append(video[features.CAPTION_END].numpy())
+            meta["audio_dependent"].append(video[features.CAPTION_AUDIO_DEPENDENT].numpy())
+        return np.stack(spans), np.concatenate(truth), None, {k: np.concatenate(v) for k, v in meta.items()}
+
+    def evaluate(self, model, split: str) -> dict:
+        if self.cfg.eval.window_seconds > 0:
+            pred, truth, _, meta = self.predict_windowed(model, split)
+        else:
+            pred, truth, _, meta = self.predict(model, split)
+        m = self.model_cfg.num_segments
+        result = {"all": metrics.evaluate_spans(pred, truth, m), "num_captions": int(len(pred))}
+        dependent = meta["audio_dependent"] == 1
+        if dependent.any():
+            result["audio_dependent"] = metrics.evaluate_spans(pred[dependent], truth[dependent], m)
+            result["not_audio_dependent"] = metrics.evaluate_spans(pred[~dependent], truth[~dependent], m)
+        for lang in sorted(set(meta["language"])):
+            sel = meta["language"] == lang
+            result[f"language_{lang.decode() or 'unknown'}"] = metrics.evaluate_spans(pred[sel], truth[sel], m)
+        return result
+
+    def format_results(self, result: dict) -> str:
+        rows = [(k, v) for k, v in result.items() if isinstance(v, dict)]
+        keys = [f"r1_iou_{t}" for t in IOU_THRESHOLDS] + ["miou"]
+        lines = [f"{'subset':<24}" + "".join(f"{k:>12}" for k in keys)]
+        for name, r in rows:
+            lines.append(f"{name:<24}" + "".join(f"{r.get(k, float('nan')):>12.3f}" for k in keys))
+        return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""Trainer entry point: `python -m trainer.task --config X.yaml --job-dir D [--set k=v ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import typing
+
+from avalign import hyperparams
+from trainer.config import ExperimentConfig
+
+
+def _config_keys(cls, prefix="") -> list[str]:
+    lines = []
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines += _config_keys(hints[f.name], key + ".")
+        else:
+            lines.append(f"  {key} = {getattr(defaults, f.name)!r}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.task",
+        description="Train and evaluate an avalign experiment (localization or retrieval).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Config keys for --set (defaults):\n" + "\n".join(_config_keys(ExperimentConfig)),
+    )
+    parser.add_argument("--config", help="Experiment YAML (configs/*.yaml); code defaults if omitted.")
+    parser.add_argument("--job-dir", required=True, help="Output dir: checkpoints, logs, eval JSON, model.")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a config key.")
+    parser.add_argument(
+        "--mode", choices=("train_and_eval", "train", "eval"), default="train_and_eval", help="What to run."
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from trainer import input as input_lib
+    from trainer import train_lib
+
+    try:
+        cfg = hyperparams.load(ExperimentConfig, args.config, args.set)
+        out = train_lib.run_experiment(cfg, args.job_dir, train=args.mode != "eval", evaluate=args.mode != "train")
+    except (hyperparams.ConfigError, input_lib.RecordsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if "eval" in out:
+        print(out["task"].format_results(out["eval"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
