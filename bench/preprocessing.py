@@ -13,7 +13,9 @@ def _corpus(root: str, videos: int) -> str:
 
     corpus = os.path.join(root, f"corpus_{videos}")
     if not os.path.exists(os.path.join(corpus, "corpus.json")):
-        synthetic.generate(synthetic.SyntheticConfig(out=corpus, videos=videos, languages="en,mr,hi,ja", seed=7), progress=False)
+        synthetic.generate(
+            synthetic.SyntheticConfig(out=corpus, videos=videos, languages="en,mr,hi,ja", seed=7), progress=False
+        )
     return corpus
 
 
