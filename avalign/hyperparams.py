@@ -86,6 +86,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}.")
         return float(value)
     if tp is str:
+        # `--set key=1` and YAML `key: 2024` parse as numbers; a string field takes their text.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}.")
         return value

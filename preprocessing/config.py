@@ -131,11 +131,39 @@ class ImportedFeaturesConfig:
 
 
 @dataclasses.dataclass
+class AudioEmbeddingConfig:
+    """An optional frozen TF Hub audio embedding stored beside the log-Mel frames.
+
+    Attributes:
+      handle: TF Hub handle (local SavedModel dir or URL) of a YAMNet/VGGish-style
+        model taking a 16 kHz waveform; '' disables the stream.
+      output_key: which output holds the embeddings: an index into a tuple
+        output ('1' for YAMNet) or a key of a dict output; '' for a single output.
+      hop_seconds: seconds between embedding frames (0.48 for YAMNet, 0.96 for VGGish).
+    """
+
+    handle: str = ""
+    output_key: str = ""
+    hop_seconds: float = 0.48
+
+    def __post_init__(self):
+        if self.hop_seconds <= 0:
+            raise ValueError(f"audio_embedding.hop_seconds must be > 0, got {self.hop_seconds}.")
+
+    def key(self):
+        """output_key as the model wants it: an int index, a str key, or None."""
+        if not self.output_key:
+            return None
+        return int(self.output_key) if self.output_key.lstrip("-").isdigit() else self.output_key
+
+
+@dataclasses.dataclass
 class PreprocessConfig:
     """The preprocessing job: decoding, features and output layout.
 
     Attributes:
       audio: the audio front-end.
+      audio_embedding: an optional TF Hub audio embedding stream.
       visual: the visual feature streams.
       imported_2d: pre-extracted features replacing the 2D stream.
       imported_3d: pre-extracted features replacing the 3D stream.
@@ -150,6 +178,7 @@ class PreprocessConfig:
     """
 
     audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
+    audio_embedding: AudioEmbeddingConfig = dataclasses.field(default_factory=AudioEmbeddingConfig)
     visual: VisualConfig = dataclasses.field(default_factory=VisualConfig)
     imported_2d: ImportedFeaturesConfig = dataclasses.field(default_factory=ImportedFeaturesConfig)
     imported_3d: ImportedFeaturesConfig = dataclasses.field(default_factory=ImportedFeaturesConfig)

@@ -40,6 +40,9 @@ AUDIO_RATE = "audio/rate"
 AUDIO_PRESENT = "audio/present"  # 0: the video had no audio track (silence stored).
 # Visual streams: (num_frames, dim) at `<stream>/rate` vectors/s.
 VISUAL_STREAMS = ("visual_2d", "visual_3d")
+# Optional frozen audio-model embeddings, stored like a stream.
+AUDIO_EMBEDDING = "audio_embedding"
+STREAMS = VISUAL_STREAMS + (AUDIO_EMBEDDING,)
 
 
 def _v(stream: str, part: str) -> str:
@@ -47,9 +50,9 @@ def _v(stream: str, part: str) -> str:
 
 
 def stream_keys(stream: str) -> dict[str, str]:
-    """Keys of one visual stream: features, num_frames, dim, rate, extractor."""
-    if stream not in VISUAL_STREAMS:
-        raise ValueError(f"Unknown visual stream {stream!r}; valid: {VISUAL_STREAMS}.")
+    """Keys of one stream (visual or audio embedding): features, num_frames, dim, rate, extractor."""
+    if stream not in STREAMS:
+        raise ValueError(f"Unknown stream {stream!r}; valid: {STREAMS}.")
     return {p: _v(stream, p) for p in ("features", "num_frames", "dim", "rate", "extractor")}
 
 
@@ -65,7 +68,9 @@ class VideoFeatures:
       audio: (frames, bins) log-Mel in dB; audio_rate frames/s.
       audio_present: False when the video had no audio track.
       visual: stream name -> (frames, dim) array; visual_rate and
-        visual_extractor keyed the same way.
+        visual_extractor keyed the same way. The optional audio embedding
+        stream ('audio_embedding') is keyed here too: every matrix beside the
+        log-Mel frames is a stream with its rate and extractor.
     """
 
     video_id: str

@@ -124,6 +124,14 @@ class ExtractFeaturesFn(beam.DoFn):
                 self._imported[name] = imported.Hdf5FeatureSource(imported_cfg.path, imported_cfg.rate, key)
             elif stream_cfg.extractor:
                 self._extractors[name] = visual.get_extractor(stream_cfg)
+        self._audio_embedding = None
+        if self._cfg.audio_embedding.handle:
+            from preprocessing import audio
+
+            emb = self._cfg.audio_embedding
+            self._audio_embedding = audio.HubAudioEmbedding(
+                emb.handle, emb.key(), emb.hop_seconds, self._cfg.audio.sample_rate
+            )
         self._good = Metrics.counter(NAMESPACE, "videos_written")
         self._seconds = Metrics.counter(NAMESPACE, "seconds_of_media")
         self._no_audio = Metrics.counter(NAMESPACE, "videos_without_audio")
@@ -166,6 +174,11 @@ class ExtractFeaturesFn(beam.DoFn):
                 visual_feats[stream] = extractor.extract(decoded.frames, decoded.frame_rate, duration)
                 rates[stream] = getattr(cfg.visual, "stream_2d" if stream == "visual_2d" else "stream_3d").rate
                 names[stream] = f"{extractor.name}:{extractor.version}"
+            if self._audio_embedding is not None:
+                emb, emb_rate = self._audio_embedding(decoded.waveform)
+                visual_feats[features.AUDIO_EMBEDDING] = emb
+                rates[features.AUDIO_EMBEDDING] = emb_rate
+                names[features.AUDIO_EMBEDDING] = f"hub:{self._cfg.audio_embedding.handle}"
             for stream, source in self._imported.items():
                 stream_cfg = cfg.visual.stream_2d if stream == "visual_2d" else cfg.visual.stream_3d
                 raw = source.load(ann.video_id)
@@ -283,6 +296,12 @@ class WriteMetadataFn(beam.DoFn):
         for stream, stream_cfg in (("visual_2d", cfg.visual.stream_2d), ("visual_3d", cfg.visual.stream_3d)):
             if stream in dims:
                 streams[stream] = {"dim": dims[stream][0], "rate": stream_cfg.rate}
+        all_streams = dict(streams)
+        if features.AUDIO_EMBEDDING in dims:
+            all_streams[features.AUDIO_EMBEDDING] = {
+                "dim": dims[features.AUDIO_EMBEDDING][0],
+                "rate": 1.0 / cfg.audio_embedding.hop_seconds,
+            }
         meta = {
             "counts": {s: int(counts.get(s, 0)) for s in sorted(set(counts) | set(SPLITS))},
             "rejected": int(rejected),
@@ -295,6 +314,7 @@ class WriteMetadataFn(beam.DoFn):
                 "rate": cfg.audio.frame_rate,
             },
             "visual": streams,
+            "streams": all_streams,
             "config": hyperparams.to_dict(cfg),
             "job": self._job,
         }

@@ -25,7 +25,9 @@ class DataConfig:
         low-resource experiments.
       visual_streams: visual streams fed to the model, concatenated.
       audio_feature: 'logmel' frames, 'mfcc' (+deltas) computed in-graph from
-        them, or 'avlnet': frame embeddings of an exported AVLnet audio encoder.
+        them, 'avlnet': frame embeddings of an exported AVLnet audio encoder, or
+        'hub': the TF Hub audio embedding stream the preprocessing job stored
+        (`audio_embedding.handle`).
       audio_encoder: SavedModel dir of an exported AVLnet audio encoder (for
         audio_feature 'avlnet').
       caption_field: 'text' (caption in the annotation language) or 'text_en'.
@@ -46,7 +48,7 @@ class DataConfig:
     eval_languages: list[str] = dataclasses.field(default_factory=list)
     max_train_videos: int = 0
     visual_streams: list[str] = dataclasses.field(default_factory=lambda: ["visual_2d", "visual_3d"])
-    audio_feature: Literal["logmel", "mfcc", "avlnet"] = "mfcc"
+    audio_feature: Literal["logmel", "mfcc", "avlnet", "hub"] = "mfcc"
     audio_encoder: str = ""
     caption_field: Literal["text", "text_en"] = "text"
     shuffle_buffer: int = 1024

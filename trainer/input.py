@@ -26,8 +26,8 @@ class RecordsInfo:
       storage_dtype: dtype of the stored matrices.
       audio_dim: log-Mel bins.
       audio_rate: audio frames per second.
-      stream_dims: visual stream -> dim.
-      stream_rates: visual stream -> vectors per second.
+      stream_dims: stream (visual, or the optional audio embedding) -> dim.
+      stream_rates: stream -> vectors per second.
     """
 
     def __init__(self, records_dir: str):
@@ -38,14 +38,15 @@ class RecordsInfo:
         self.storage_dtype = self.meta["storage_dtype"]
         self.audio_dim = int(self.meta["audio"]["dim"])
         self.audio_rate = float(self.meta["audio"]["rate"])
-        self.stream_dims = {k: int(v["dim"]) for k, v in self.meta["visual"].items()}
-        self.stream_rates = {k: float(v["rate"]) for k, v in self.meta["visual"].items()}
+        streams = self.meta.get("streams", self.meta["visual"])
+        self.stream_dims = {k: int(v["dim"]) for k, v in streams.items()}
+        self.stream_rates = {k: float(v["rate"]) for k, v in streams.items()}
 
     def check_streams(self, streams) -> None:
         missing = [s for s in streams if s not in self.stream_dims]
         if missing:
             raise RecordsError(
-                f"{self.records_dir}: records lack visual stream(s) {missing}; they hold {sorted(self.stream_dims)}."
+                f"{self.records_dir}: records lack stream(s) {missing}; they hold {sorted(self.stream_dims)}."
             )
 
     def files(self, split: str) -> list[str]:

@@ -219,3 +219,55 @@ def test_missing_reader_argument_stops_before_any_work(tmp_path, shared_annotati
     argv += ["--videos_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")]
     assert pipeline.main(argv) == 2  # no --durations / --split
     assert not (tmp_path / "out").exists()
+
+
+class _TinyYamnet(tf.Module):
+    """YAMNet-shaped: 0.96 s windows every 0.48 s -> (scores, embeddings)."""
+
+    def __init__(self, dim=6):
+        super().__init__()
+        self.projection = tf.Variable(np.random.default_rng(0).standard_normal((15360, dim)).astype(np.float32) * 0.01)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def __call__(self, waveform):
+        frames = tf.signal.frame(waveform, 15360, 7680, pad_end=True)
+        embeddings = tf.matmul(frames, self.projection)
+        return tf.nn.softmax(embeddings), embeddings
+
+
+def test_hub_audio_embedding_stream_end_to_end(tiny_corpus, tmp_path):
+    """A frozen hub audio model's embeddings are stored as a stream and feed the trainer."""
+    from avalign import hyperparams
+    from trainer import train_lib
+    from trainer.config import ExperimentConfig
+
+    handle = str(tmp_path / "yamnet")
+    tf.saved_model.save(_TinyYamnet(), handle)
+    out = tmp_path / "records"
+    argv = ["--annotations", str(tiny_corpus), "--format", "builtin", "--videos_dir", str(tiny_corpus)]
+    argv += [
+        "--output_dir",
+        str(out),
+        "--set",
+        f"audio_embedding.handle={handle}",
+        "--set",
+        "audio_embedding.output_key=1",
+    ]
+    pipeline.run(argv)
+    meta = features.read_metadata(str(out))
+    assert meta["streams"][features.AUDIO_EMBEDDING] == {"dim": 6, "rate": pytest.approx(1 / 0.48)}
+    raw = _records(out, "train")[0]
+    p = features.parse_example(tf.constant(raw), meta["storage_dtype"], streams=features.STREAMS)
+    emb = p[features.stream_keys(features.AUDIO_EMBEDDING)["features"]]
+    duration = float(p[features.DURATION])
+    assert emb.shape[1] == 6 and abs(emb.shape[0] - duration / 0.48) <= 2, (emb.shape, duration)
+    assert p[features.stream_keys(features.AUDIO_EMBEDDING)["extractor"]].numpy().decode().startswith("hub:")
+    cfg = hyperparams.load(
+        ExperimentConfig,
+        "configs/malta_demo.yaml",
+        [f"data.records_dir={out}", "data.audio_feature=hub", "train.epochs=1", "train.warmup_epochs=0",
+         "model.localization.num_segments=8", "model.localization.video_hidden=8", "model.localization.audio_hidden=8",
+         "model.localization.text_hidden=8", "model.localization.attention_units=8", "model.localization.embedding_dim=8"],
+    )  # fmt: skip
+    result = train_lib.run_experiment(cfg, str(tmp_path / "job"))
+    assert result["task"].model_cfg.audio_dim == 6 and "all" in result["eval"]

@@ -105,7 +105,7 @@ class LocalizationParser:
       streams: visual streams concatenated into the video features.
       stream_rates: stream -> vectors per second.
       audio_rate: audio frames per second.
-      audio_view: callable [T, bins] log-Mel -> ([T', D], frames per second of T'),
+      audio_view: callable parsed record -> ([T', D], frames per second of T'),
         the audio features the model sees (log-Mel, MFCC or encoder embeddings).
       caption_field: 'text' or 'text_en'.
     """
@@ -132,7 +132,7 @@ class LocalizationParser:
             segment_means(video[features.stream_keys(s)["features"]], self.stream_rates[s], length, m, start)
             for s in self.streams
         ]
-        audio, audio_rate = audio if audio is not None else self.audio_view(video[features.AUDIO])
+        audio, audio_rate = audio if audio is not None else self.audio_view(video)
         return {
             "video": tf.concat(vis, axis=-1),
             "audio": segment_means(audio, audio_rate, length, m, start),

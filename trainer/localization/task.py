@@ -23,20 +23,26 @@ IOU_THRESHOLDS = metrics.DEFAULT_THRESHOLDS
 
 
 def make_audio_view(kind: str, info: input_lib.RecordsInfo, encoder_path: str = ""):
-    """The audio features the model sees, computed in-graph from stored log-Mel frames.
+    """The audio features the model sees, computed in-graph from a parsed record.
 
     Returns:
-      callable [T, bins] -> ([T', D], frames per second of T').
+      callable record dict -> ([T', D], frames per second of T').
 
     Raises:
       FileNotFoundError: 'avlnet' with a dir that holds no exported encoder
         (a version dir, or a base dir of integer versions).
+      RecordsError: 'hub' with records that hold no audio embedding stream.
     """
     if kind == "logmel":
-        return lambda logmel: (logmel, info.audio_rate)
+        return lambda video: (video[features.AUDIO], info.audio_rate)
     if kind == "mfcc":
         audio_cfg = info.audio_config
-        return lambda logmel: (audio_lib.mfcc(logmel, audio_cfg), info.audio_rate)
+        return lambda video: (audio_lib.mfcc(video[features.AUDIO], audio_cfg), info.audio_rate)
+    if kind == "hub":
+        info.check_streams([features.AUDIO_EMBEDDING])
+        key = features.stream_keys(features.AUDIO_EMBEDDING)["features"]
+        rate = info.stream_rates[features.AUDIO_EMBEDDING]
+        return lambda video: (video[key], rate)
     from serving import export_util
 
     if not tf.io.gfile.exists(os.path.join(encoder_path, "saved_model.pb")):
@@ -44,7 +50,8 @@ def make_audio_view(kind: str, info: input_lib.RecordsInfo, encoder_path: str = 
     encoder = tf.saved_model.load(encoder_path)
     stride = float(encoder.total_stride.numpy())
 
-    def view(logmel):
+    def view(video):
+        logmel = video[features.AUDIO]
         out = encoder.embed_log_mel(logmel[None], tf.shape(logmel)[:1])
         return out["frame_embeddings"][0], info.audio_rate / stride
 
@@ -59,10 +66,10 @@ class LocalizationTask(Task):
         cfg = self.cfg
         self.info = input_lib.RecordsInfo(cfg.data.records_dir)
         streams = tuple(cfg.data.visual_streams)
-        self.info.check_streams(streams)
+        self.info.check_streams(self.streams)
         self.counts = {}
         for split in (cfg.data.train_split, cfg.data.eval_split, cfg.data.test_split):
-            self.counts[split] = input_lib.validate_records(self.info, split, streams, cfg.data.on_bad_record)
+            self.counts[split] = input_lib.validate_records(self.info, split, self.streams, cfg.data.on_bad_record)
             logging.info("Split %s: %s", split, self.counts[split])
             if not self.counts[split]["captions"]:
                 raise input_lib.RecordsError(f"{self.info.records_dir}: split {split!r} has no captions.")
@@ -77,7 +84,7 @@ class LocalizationTask(Task):
             cfg.data.caption_field,
         )
         video_dim = sum(self.info.stream_dims[s] for s in streams)
-        audio_dim = int(self.audio_view(tf.zeros([64, self.info.audio_dim]))[0].shape[-1])
+        audio_dim = self._audio_dim()
         for name, have, want in (("video_dim", video_dim, mcfg.video_dim), ("audio_dim", audio_dim, mcfg.audio_dim)):
             if want and want != have:
                 raise input_lib.RecordsError(
@@ -88,12 +95,24 @@ class LocalizationTask(Task):
         self.model_cfg = dataclasses.replace(mcfg, video_dim=video_dim, audio_dim=audio_dim)
         self._fit_train_statistics()
 
+    @property
+    def streams(self) -> tuple:
+        """Streams parsed from the records: the visual ones, plus the audio embedding if used."""
+        extra = (features.AUDIO_EMBEDDING,) if self.cfg.data.audio_feature == "hub" else ()
+        return tuple(self.cfg.data.visual_streams) + extra
+
+    def _audio_dim(self) -> int:
+        if self.cfg.data.audio_feature == "hub":
+            return self.info.stream_dims[features.AUDIO_EMBEDDING]
+        probe = {features.AUDIO: tf.zeros([64, self.info.audio_dim])}
+        return int(self.audio_view(probe)[0].shape[-1])
+
     def _captions(self, split: str, is_training: bool) -> tf.data.Dataset:
         cfg = self.cfg
         videos = input_lib.read_videos(
             self.info,
             split,
-            cfg.data.visual_streams,
+            self.streams,
             is_training,
             seed=cfg.train.seed,
             languages=cfg.data.languages_of(split),
@@ -226,13 +245,13 @@ class LocalizationTask(Task):
         key = self.parser.caption_key
         spans, truth, meta = [], [], {k: [] for k in data_lib.META_KEYS}
         videos = input_lib.read_videos(
-            self.info, split, self.cfg.data.visual_streams, False, languages=self.cfg.data.languages_of(split)
+            self.info, split, self.streams, False, languages=self.cfg.data.languages_of(split)
         )
         for video in videos:
             duration = float(video[features.DURATION])
             starts = data_lib.window_starts(duration, window, stride)
             length = min(window, duration)
-            audio = self.audio_view(video[features.AUDIO])
+            audio = self.audio_view(video)
             segs = [self.parser.video_segments(video, float(t0), length, audio) for t0 in starts]
             captions = video[key]
             k, n = len(starts), int(tf.shape(captions)[0])
