@@ -103,20 +103,19 @@ class ExtractFeaturesFn(beam.DoFn):
     and a Rejected (to the dead letter) for anything that cannot be used.
     """
 
-    STAGES = ("ResolveMedia", "DecodeVideo", "CheckCaptions", "ExtractFeatures")
-
     def __init__(self, cfg: PreprocessConfig, videos_dir: str):
         self._cfg = cfg
         self._videos_dir = videos_dir
         self._extractors = {}
         self._imported = {}
+        self._stream_cfgs = {"visual_2d": cfg.visual.stream_2d, "visual_3d": cfg.visual.stream_3d}
 
     def setup(self):
         from preprocessing import imported, visual
 
-        streams = {"visual_2d": (self._cfg.visual.stream_2d, self._cfg.imported_2d)}
-        streams["visual_3d"] = (self._cfg.visual.stream_3d, self._cfg.imported_3d)
-        for name, (stream_cfg, imported_cfg) in streams.items():
+        imports = {"visual_2d": self._cfg.imported_2d, "visual_3d": self._cfg.imported_3d}
+        for name, stream_cfg in self._stream_cfgs.items():
+            imported_cfg = imports[name]
             if imported_cfg.kind == "npy":
                 self._imported[name] = imported.NpyFeatureSource(imported_cfg.path, imported_cfg.rate)
             elif imported_cfg.kind == "hdf5":
@@ -172,7 +171,7 @@ class ExtractFeaturesFn(beam.DoFn):
             visual_feats, rates, names = {}, {}, {}
             for stream, extractor in self._extractors.items():
                 visual_feats[stream] = extractor.extract(decoded.frames, decoded.frame_rate, duration)
-                rates[stream] = getattr(cfg.visual, "stream_2d" if stream == "visual_2d" else "stream_3d").rate
+                rates[stream] = self._stream_cfgs[stream].rate
                 names[stream] = f"{extractor.name}:{extractor.version}"
             if self._audio_embedding is not None:
                 emb, emb_rate = self._audio_embedding(decoded.waveform)
@@ -180,10 +179,10 @@ class ExtractFeaturesFn(beam.DoFn):
                 rates[features.AUDIO_EMBEDDING] = emb_rate
                 names[features.AUDIO_EMBEDDING] = f"hub:{self._cfg.audio_embedding.handle}"
             for stream, source in self._imported.items():
-                stream_cfg = cfg.visual.stream_2d if stream == "visual_2d" else cfg.visual.stream_3d
+                rate = self._stream_cfgs[stream].rate
                 raw = source.load(ann.video_id)
-                visual_feats[stream] = imported.resample_features(raw, source.rate, stream_cfg.rate, duration)
-                rates[stream] = stream_cfg.rate
+                visual_feats[stream] = imported.resample_features(raw, source.rate, rate, duration)
+                rates[stream] = rate
                 names[stream] = f"imported:{source.version}"
             record = features.VideoFeatures(
                 video_id=ann.video_id,

@@ -271,3 +271,26 @@ def test_hub_audio_embedding_stream_end_to_end(tiny_corpus, tmp_path):
     )  # fmt: skip
     result = train_lib.run_experiment(cfg, str(tmp_path / "job"))
     assert result["task"].model_cfg.audio_dim == 6 and "all" in result["eval"]
+
+
+def test_pre_extracted_npy_features_replace_a_stream(tiny_corpus, tmp_path):
+    """C3D/I3D-style per-video .npy features stand in for the 2D stream; a missing file is dead-lettered."""
+    ann = json.loads((tiny_corpus / "annotations.json").read_text())
+    ids = sorted(ann)
+    feats_dir = tmp_path / "c3d"
+    feats_dir.mkdir()
+    for vid in ids[1:]:  # the first video has no feature file
+        n = int(np.ceil(ann[vid]["duration"])) + 1  # 1 vector per second
+        np.save(feats_dir / f"{vid}.npy", np.random.default_rng(0).normal(size=(n, 7)).astype(np.float32))
+    out = tmp_path / "records"
+    argv = ["--annotations", str(tiny_corpus), "--format", "builtin", "--videos_dir", str(tiny_corpus)]
+    argv += ["--output_dir", str(out), "--set", "imported_2d.kind=npy", "--set", f"imported_2d.path={feats_dir}"]
+    counters = pipeline.run(argv + ["--set", "imported_2d.rate=1.0"])
+    assert counters["videos_written"] == len(ids) - 1
+    rows = [json.loads(line) for line in (out / "deadletter" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["input"].endswith(f"{ids[0]}.mp4"), r["stage"]) for r in rows] == [(True, "ExtractFeatures")]
+    assert ids[0] in rows[0]["reason"]
+    meta = features.read_metadata(str(out))
+    assert meta["visual"]["visual_2d"] == {"dim": 7, "rate": 2.0}  # resampled to the stream's rate
+    p = features.parse_example(tf.constant(_records(out, "train")[0]), meta["storage_dtype"])
+    assert p[features.stream_keys("visual_2d")["extractor"]].numpy().decode().startswith("imported:npy:")
