@@ -132,10 +132,11 @@ def run_experiment(cfg: ExperimentConfig, job_dir: str, train: bool = True, eval
         task.compile(model, make_optimizer(cfg, steps))
         # Creating the slot variables now spares Keras a second trace of the train step.
         model.optimizer.build(model.trainable_variables)
-        if cfg.train.init_checkpoint:
-            load_initial_weights(model, cfg.train.init_checkpoint)
-        elif not train:
+        if not train:
+            # Evaluating a job means its own trained weights, even for a fine-tuning job.
             load_initial_weights(model, trained_weights(job_dir))
+        elif cfg.train.init_checkpoint:
+            load_initial_weights(model, cfg.train.init_checkpoint)
     out: dict = {}
     if train:
         train_ds = task.dataset(cfg.data.train_split, True, batch).repeat()

@@ -268,7 +268,12 @@ def test_images_mode_fine_tunes_from_the_video_model(avlnet_run, tiny_records, t
     cfg = _cfg("configs/avlnet_images_demo.yaml", tiny_records, overrides + ["model.retrieval.freeze_visual=true"])
     # Loaded, not yet trained: the audio encoder is the video model's; the 2D-only
     # visual unit has another input width and keeps its initialization.
-    loaded = train_lib.run_experiment(cfg, str(tmp_path / "loaded"), train=False)["model"]
+    from trainer.registry import get_task
+
+    task = get_task("retrieval")(cfg, str(tmp_path / "loaded"))
+    task.prepare()
+    loaded = task.build_model()
+    train_lib.load_initial_weights(loaded, cfg.train.init_checkpoint)
     video_model = keras.models.load_model(job / "model.keras", compile=False)
     for a, b in zip(loaded.get_layer("resdavenet").get_weights(), video_model.get_layer("resdavenet").get_weights()):
         np.testing.assert_array_equal(a, b)
