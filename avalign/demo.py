@@ -95,6 +95,8 @@ def main(argv=None) -> int:
         "--stages", default="corpus,preprocess,localization,cascade", help="Comma-separated stages to run."
     )
     args = parser.parse_args(argv)
+    from avalign import report as report_lib
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     stages = set(args.stages.split(","))
     os.makedirs(args.out, exist_ok=True)
@@ -119,17 +121,25 @@ def main(argv=None) -> int:
         print(f"[{time.time() - t:.0f} s]")
     if "localization" in stages:
         t = _stage("3. Caption localization: MALTA (AV) vs ABLR (V) vs audio-only")
-        report += [
-            "## Caption localization (test split, R@1 at IoU)",
-            "```",
-            localization(args.out, args.seeds, args.epochs),
-            "```",
-            "",
-        ]
+        table = localization(args.out, args.seeds, args.epochs)
+        report += ["## Caption localization (test split, R@1 at IoU)", "```", table, "```", ""]
+        jobs = {
+            name: os.path.join(args.out, "localization", variant, "seed0")
+            for name, variant in (("MALTA (AV)", "av"), ("ABLR (V)", "v"))
+        }
+        picture = report_lib.localization_figure(jobs, os.path.join(args.out, "attention.png"))
+        report += ["Attention over time against the true segment (green); prediction in red.", ""]
+        report += [f"![attention]({os.path.basename(picture)})", ""]
+        print(f"picture: {picture}")
         print(f"[{time.time() - t:.0f} s]")
     if "cascade" in stages:
         t = _stage("4. Audio-visual retrieval cascade (en -> ja)")
         report += ["## Retrieval cascade", "```", cascade(args.out, args.seeds), "```", ""]
+        ft_target = os.path.join(args.out, "cascade", "seed0", "ft_target")
+        picture = report_lib.retrieval_figure(ft_target, os.path.join(args.out, "retrieval.png"))
+        report += ["Pretrained, fine-tuned on Japanese; Japanese test clips.", ""]
+        report += [f"![retrieval]({os.path.basename(picture)})", ""]
+        print(f"picture: {picture}")
         print(f"[{time.time() - t:.0f} s]")
     report.append(f"Total: {time.time() - start:.0f} s")
     with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as f:
