@@ -43,7 +43,7 @@ def localization_figure(job_dirs: dict, path: str, num_captions: int = 4) -> str
         preds[name] = task.predict(model, task.cfg.data.test_split)
     first = next(iter(preds.values()))
     meta = first[3]
-    order = np.argsort(-(meta["audio_dependent"] == 1), kind="stable")[:num_captions]
+    order = np.argsort(meta["audio_dependent"] != 1, kind="stable")[:num_captions]  # audio-dependent first
     fig, axes = plt.subplots(len(order), len(preds), figsize=(4.2 * len(preds), 1.9 * len(order)), squeeze=False)
     for col, (name, (spans, truth, attention, m)) in enumerate(preds.items()):
         grid = (np.arange(attention.shape[1]) + 0.5) / attention.shape[1]
