@@ -40,7 +40,8 @@ def localization_figure(job_dirs: dict, path: str, num_captions: int = 4) -> str
     preds = {}
     for name, job_dir in job_dirs.items():
         model, task = _load(job_dir)
-        preds[name] = task.predict(model, task.cfg.data.test_split)
+        head, truth, attention, meta = task.predict(model, task.cfg.data.test_split)
+        preds[name] = (task.decode(head, attention), truth, attention, meta)
     first = next(iter(preds.values()))
     meta = first[3]
     order = np.argsort(meta["audio_dependent"] != 1, kind="stable")[:num_captions]  # audio-dependent first

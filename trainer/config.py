@@ -167,12 +167,23 @@ class EvalConfig:
         overlapping windows of this length whose proposals are merged (0: off).
       window_stride_seconds: stride of those windows.
       retrieval_block_size: rows per block of the blocked rank computation (memory ~ block × items × 5 bytes).
+      span_decoder: localization spans from the model's regression head
+        ('head') or read off its calibrated attention ('attention': the
+        contiguous segments around the attention peak holding at least
+        `attention_threshold` × the peak). Both are always reported.
+      attention_threshold: fraction of the peak for the 'attention' decoder.
     """
 
     num_plot_examples: int = 4
     window_seconds: float = 0.0
     window_stride_seconds: float = 0.0
     retrieval_block_size: int = 1024
+    span_decoder: Literal["head", "attention"] = "head"
+    attention_threshold: float = 0.3
+
+    def __post_init__(self):
+        if not 0.0 < self.attention_threshold <= 1.0:
+            raise ValueError(f"eval.attention_threshold must be in (0, 1], got {self.attention_threshold}.")
 
 
 @dataclasses.dataclass

@@ -38,3 +38,18 @@ def test_merge_windows_picks_the_window_whose_attention_backs_its_proposal():
     span, score, best = data.merge_windows([0.0, 40.0], 40.0, spans, np.stack([flat, peaked]), duration=100.0)
     assert best == 1 and score == pytest.approx(1.0)
     np.testing.assert_allclose(span, [0.6, 0.8])  # [40 + 20, 40 + 40] s of 100 s
+
+
+def test_attention_to_span_takes_the_run_around_the_peak():
+    from trainer.localization import metrics
+
+    video = np.array([0.05, 0.05, 0.3, 0.4, 0.1, 0.05, 0.3, 0.05])
+    audio = np.array([0.05, 0.05, 0.2, 0.5, 0.1, 0.05, 0.0, 0.05])
+    att = np.stack([video, audio], -1)[None]
+    # fused = [.05 .05 .25 .45 .1 .05 .15 .05]; peak at 3; >= 0.3 * 0.45 = 0.135 -> segments 2..3
+    np.testing.assert_allclose(metrics.attention_to_span(att, 0.3), [[2 / 8, 4 / 8]])
+    # A lower threshold (>= 0.09) grows the run only through contiguous segments: 2..4;
+    # segment 6 (0.15) is above it but cut off by segment 5 (0.05).
+    np.testing.assert_allclose(metrics.attention_to_span(att, 0.2), [[2 / 8, 5 / 8]])
+    with pytest.raises(ValueError, match="threshold"):
+        metrics.attention_to_span(att, 0.0)

@@ -311,3 +311,38 @@ class MeanIoU(_SpanMetric):
         """Accumulates a batch of [B, 2] true and predicted spans."""
         y_true, y_pred = _as_spans(y_true, y_pred)
         self._accumulate(_keras_iou(y_true, y_pred), sample_weight)
+
+
+def attention_to_span(attention, threshold: float = 0.3) -> np.ndarray:
+    """Spans read off attention weights: the contiguous run around the peak.
+
+    The fused weight of a segment is the mean of its video and audio
+    attention (single-modality models repeat one attention in both channels).
+    The span is the run of segments around the peak whose fused weight is at
+    least `threshold` × the peak's; eq. 2 trains the attention to cover the
+    ground-truth segments, so this needs no learned regression.
+
+    Args:
+      attention: [N, M, 2] or [N, M] weights.
+      threshold: fraction of the peak, in (0, 1].
+
+    Returns:
+      [N, 2] normalized (start, end), on the segment grid.
+    """
+    att = np.asarray(attention, np.float64)
+    if att.ndim == 3:
+        att = att.mean(-1)
+    if att.ndim != 2 or not 0.0 < threshold <= 1.0:
+        raise ValueError(f"attention must be [N, M(, 2)] and threshold in (0, 1]; got {att.shape}, {threshold}.")
+    n, m = att.shape
+    spans = np.zeros((n, 2))
+    for i in range(n):
+        peak = int(np.argmax(att[i]))
+        keep = att[i] >= threshold * att[i, peak]
+        lo, hi = peak, peak
+        while lo > 0 and keep[lo - 1]:
+            lo -= 1
+        while hi < m - 1 and keep[hi + 1]:
+            hi += 1
+        spans[i] = (lo / m, (hi + 1) / m)
+    return spans

@@ -262,8 +262,9 @@ class LocalizationTask(Task):
                 "caption": tf.repeat(captions, k),
             }
             out = model(self._model_inputs(x), training=False)
-            out_spans = np.asarray(out["span"]).reshape(n, k, 2)
-            out_att = np.asarray(out["attention"]).reshape(n, k, -1, 2)
+            out_att = np.asarray(out["attention"])
+            out_spans = self.decode(out["span"], out_att).reshape(n, k, 2)
+            out_att = out_att.reshape(n, k, -1, 2)
             for i in range(n):
                 spans.append(data_lib.merge_windows(starts, length, out_spans[i], out_att[i], duration)[0])
             truth.append(
@@ -277,13 +278,26 @@ class LocalizationTask(Task):
             meta["audio_dependent"].append(video[features.CAPTION_AUDIO_DEPENDENT].numpy())
         return np.stack(spans), np.concatenate(truth), None, {k: np.concatenate(v) for k, v in meta.items()}
 
+    def decode(self, head_spans, attention, decoder=None) -> np.ndarray:
+        """The spans of `eval.span_decoder` (or `decoder`) from a batch's outputs."""
+        if (decoder or self.cfg.eval.span_decoder) == "attention":
+            return metrics.attention_to_span(attention, self.cfg.eval.attention_threshold)
+        return np.asarray(head_spans)
+
     def evaluate(self, model, split: str) -> dict:
         if self.cfg.eval.window_seconds > 0:
             pred, truth, _, meta = self.predict_windowed(model, split)
+            others = {}
         else:
-            pred, truth, _, meta = self.predict(model, split)
+            head, truth, attention, meta = self.predict(model, split)
+            pred = self.decode(head, attention)
+            others = {d: self.decode(head, attention, d) for d in ("head", "attention")}
         m = self.model_cfg.num_segments
         result = {"all": metrics.evaluate_spans(pred, truth, m), "num_captions": int(len(pred))}
+        result["span_decoder"] = self.cfg.eval.span_decoder
+        # Both decoders' overall numbers, whichever one the table reports.
+        for name, spans in others.items():
+            result[f"decoder_{name}"] = metrics.evaluate_spans(spans, truth, m)
         dependent = meta["audio_dependent"] == 1
         if dependent.any():
             result["audio_dependent"] = metrics.evaluate_spans(pred[dependent], truth[dependent], m)
