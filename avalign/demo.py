@@ -62,7 +62,7 @@ def localization(out: str, seeds: int, epochs: int) -> str:
         records_dir=os.path.join(out, "records"),
         job_root=os.path.join(out, "localization"),
         seeds=list(range(seeds)),
-        overrides=[f"train.epochs={epochs}"],
+        overrides=[f"train.epochs={epochs}"] if epochs else [],
     )
     print(table)
     return table
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="Corpus seed.")
     parser.add_argument("--workers", type=int, default=2, help="Beam DirectRunner workers.")
     parser.add_argument("--seeds", type=int, default=1, help="Training seeds per model (mean ± std over them).")
-    parser.add_argument("--epochs", type=int, default=12, help="Localization training epochs.")
+    parser.add_argument("--epochs", type=int, default=None, help="Localization training epochs (default: the config's).")
     parser.add_argument(
         "--stages", default="corpus,preprocess,localization,cascade", help="Comma-separated stages to run."
     )
