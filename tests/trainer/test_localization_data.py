@@ -46,10 +46,12 @@ def test_attention_to_span_takes_the_run_around_the_peak():
     video = np.array([0.05, 0.05, 0.3, 0.4, 0.1, 0.05, 0.3, 0.05])
     audio = np.array([0.05, 0.05, 0.2, 0.5, 0.1, 0.05, 0.0, 0.05])
     att = np.stack([video, audio], -1)[None]
-    # fused = [.05 .05 .25 .45 .1 .05 .15 .05]; peak at 3; >= 0.3 * 0.45 = 0.135 -> segments 2..3
+    # fused = sqrt(video * audio) = [.05 .05 .245 .447 .1 .05 0 .05]; peak at 3;
+    # >= 0.3 * 0.447 = 0.134 -> segments 2..3
     np.testing.assert_allclose(metrics.attention_to_span(att, 0.3), [[2 / 8, 4 / 8]])
-    # A lower threshold (>= 0.09) grows the run only through contiguous segments: 2..4;
-    # segment 6 (0.15) is above it but cut off by segment 5 (0.05).
+    # >= 0.089 -> 2..4; segment 6, attended by video alone, gets no weight.
     np.testing.assert_allclose(metrics.attention_to_span(att, 0.2), [[2 / 8, 5 / 8]])
+    # One modality's attention alone (a [N, M] input) is used as given: segment 6 (0.3) joins at 0.1.
+    np.testing.assert_allclose(metrics.attention_to_span(video[None], 0.1), [[0.0, 1.0]])
     with pytest.raises(ValueError, match="threshold"):
         metrics.attention_to_span(att, 0.0)

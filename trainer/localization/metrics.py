@@ -316,11 +316,13 @@ class MeanIoU(_SpanMetric):
 def attention_to_span(attention, threshold: float = 0.3) -> np.ndarray:
     """Spans read off attention weights: the contiguous run around the peak.
 
-    The fused weight of a segment is the mean of its video and audio
-    attention (single-modality models repeat one attention in both channels).
-    The span is the run of segments around the peak whose fused weight is at
-    least `threshold` × the peak's; eq. 2 trains the attention to cover the
-    ground-truth segments, so this needs no learned regression.
+    The fused weight of a segment is the geometric mean of its video and
+    audio attention, sqrt(a_V · a_A): the product is what eq. 2 calibrates on
+    the ground-truth segments, and a segment only one modality attends to
+    gets little weight (single-modality models repeat one attention in both
+    channels, so theirs is that attention). The span is the run of segments
+    around the peak whose fused weight is at least `threshold` × the peak's;
+    no learned regression is involved.
 
     Args:
       attention: [N, M, 2] or [N, M] weights.
@@ -331,7 +333,7 @@ def attention_to_span(attention, threshold: float = 0.3) -> np.ndarray:
     """
     att = np.asarray(attention, np.float64)
     if att.ndim == 3:
-        att = att.mean(-1)
+        att = np.sqrt(np.clip(att[..., 0], 0.0, None) * np.clip(att[..., 1], 0.0, None))
     if att.ndim != 2 or not 0.0 < threshold <= 1.0:
         raise ValueError(f"attention must be [N, M(, 2)] and threshold in (0, 1]; got {att.shape}, {threshold}.")
     n, m = att.shape
