@@ -19,6 +19,7 @@ import sys
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from avalign import hyperparams
 from trainer import train_lib
@@ -38,16 +39,20 @@ def _run(config, job_dir, overrides, train=True):
     return train_lib.run_experiment(cfg, job_dir, train=train)["eval"]
 
 
+def _cell(vals) -> str:
+    vals = np.asarray(vals, np.float64)
+    return f"{vals.mean():.3f}" if len(vals) == 1 else f"{vals.mean():.3f}±{vals.std():.3f}"
+
+
 def format_table(rows: dict, chance: float) -> str:
-    head = f"{'model':<26}" + "".join(f"{d + ' R@' + str(k):>14}" for d, k in COLUMNS) + f"{'seeds':>7}"
-    lines = [head]
+    """R@1/5/10 both ways and the mean rank (averaged over directions; steadier on few clips)."""
+    head = f"{'model':<26}" + "".join(f"{d + ' R@' + str(k):>14}" for d, k in COLUMNS)
+    lines = [head + f"{'mean rank':>14}{'seeds':>7}"]
     for name, runs in rows.items():
-        cells = []
-        for d, k in COLUMNS:
-            vals = np.array([r["all"][d][f"r{k}"] for r in runs])
-            cells.append(f"{vals.mean():.3f}" if len(vals) == 1 else f"{vals.mean():.3f}±{vals.std():.3f}")
+        cells = [_cell([r["all"][d][f"r{k}"] for r in runs]) for d, k in COLUMNS]
+        cells.append(_cell([(r["all"]["a2v"]["mean_rank"] + r["all"]["v2a"]["mean_rank"]) / 2 for r in runs]))
         lines.append(f"{name:<26}" + "".join(f"{c:>14}" for c in cells) + f"{len(runs):>7}")
-    lines.append(f"(chance R@1 = {chance:.3f})")
+    lines.append(f"(chance R@1 = {chance:.3f}, chance mean rank = {(1 / chance + 1) / 2:.1f})")
     return "\n".join(lines)
 
 
@@ -93,10 +98,13 @@ def run_cascade(
         init = [f"train.init_checkpoint={os.path.join(pre_dir, 'model.keras')}", *finetune_overrides]
         # Zero-shot: the pretrained model evaluated, untouched, on the target's
         # caption clips, the same test clips as every other row.
+        # An evaluation-only job evaluates its own weights, so the job gets a copy
+        # of the pretrained model (init_checkpoint records where it came from).
+        zs_dir = os.path.join(root, "zero_shot")
+        tf.io.gfile.makedirs(zs_dir)
+        tf.io.gfile.copy(os.path.join(pre_dir, "model.keras"), os.path.join(zs_dir, "model.keras"), overwrite=True)
         zero_shot = [f"train.init_checkpoint={os.path.join(pre_dir, 'model.keras')}"]
-        rows["pretrained zero-shot"].append(
-            _run(config, os.path.join(root, "zero_shot"), base + target + zero_shot, train=False)
-        )
+        rows["pretrained zero-shot"].append(_run(config, zs_dir, base + target + zero_shot, train=False))
         source = [f"data.languages=[{source_language}]", "data.clip_source=captions"]
         rows["pretrained + FT source"].append(_run(config, os.path.join(root, "ft_source"), base + source + init))
         rows["pretrained + FT target"].append(_run(config, os.path.join(root, "ft_target"), base + target + init))
