@@ -210,6 +210,10 @@ class LocalizationTask(Task):
 
     @property
     def monitor(self):
+        # The best checkpoint is chosen by what the reported spans come from: the head's
+        # R@1, or, when spans are read off the attention, how well eq. 2 calibrates it.
+        if self.cfg.eval.span_decoder == "attention":
+            return "val_attention_loss", "min"
         return "val_span_r1_iou_0.5", "max"
 
     def callbacks(self, model, log_dir):
