@@ -19,7 +19,7 @@ def _corpus(root: str, videos: int) -> str:
     return corpus
 
 
-def run(root: str = "bench_out", videos: int = 16, workers=(1, 2)) -> list[dict]:
+def run(root: str = "bench_out", videos: int = 48, workers=(1, 2)) -> list[dict]:
     """Runs the Beam job (DirectRunner) on a generated corpus with each worker count."""
     from preprocessing import features, pipeline
 

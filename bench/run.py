@@ -22,6 +22,34 @@ BENCHMARKS = {
 }
 
 
+def normalize(row: dict) -> dict:
+    """Any benchmark's row as {benchmark, value, unit, detail}."""
+    if "value" in row:
+        return row
+    if row.get("benchmark") == "retrieval_train_throughput":
+        detail = (
+            f"widths {row['audio_widths']}, E={row['embedding_dim']}, {row['params']:,} params, "
+            f"batch {row['batch_size']} x {row['audio_frames']} frames, {row['step_s']} s/step"
+        )
+        return {
+            "benchmark": f"AVLnet {row['model']} train",
+            "value": row["examples_per_s"],
+            "unit": "examples/s",
+            "detail": detail,
+        }
+    if row.get("benchmark") == "retrieval_metrics":
+        how = "measured" if row.get("measured") else "extrapolated"
+        detail = f"{row['num_items']:,} x {row['num_items']:,}, dim {row['dim']}, block {row['block_size']}, peak {row.get('peak_mib')} MiB ({how})"
+        return {
+            "benchmark": f"retrieval ranks, {row['num_items']:,} items",
+            "value": row["seconds"],
+            "unit": "s",
+            "detail": detail,
+        }
+    rest = {k: v for k, v in row.items() if k != "benchmark"}
+    return {"benchmark": row.get("benchmark", "?"), "value": "", "unit": "", "detail": json.dumps(rest)}
+
+
 def format_table(rows: list[dict]) -> str:
     w = max([len(r["benchmark"]) for r in rows] + [9])
     lines = [f"{'benchmark':<{w}}  {'value':>12}  {'unit':<16} detail", "-" * (w + 60)]
@@ -46,12 +74,11 @@ def main(argv=None) -> int:
         module, fn = BENCHMARKS[name]
         start = time.perf_counter()
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows += getattr(importlib.import_module(module), fn)()
+        rows += [normalize(r) for r in getattr(importlib.import_module(module), fn)()]
         print(f"  {name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    table = format_table(rows)
-    print(table)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(rows, f, indent=2)
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump(rows, f, indent=2)
+    print(format_table(rows))
     return 0
 
 
