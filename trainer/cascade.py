@@ -13,30 +13,15 @@ Rows (all evaluated on the target language's test clips):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from avalign import hyperparams
-from trainer import train_lib
-from trainer.config import ExperimentConfig
+from trainer import experiments
 
 COLUMNS = [(d, k) for d in ("a2v", "v2a") for k in (1, 5, 10)]
-
-
-def _run(config, job_dir, overrides, train=True):
-    done = os.path.join(job_dir, "eval", "test.json")
-    if os.path.exists(done) and (not train or os.path.exists(os.path.join(job_dir, "model.keras"))):
-        with open(done) as f:
-            return json.load(f)
-    cfg = hyperparams.load(ExperimentConfig, config, overrides)
-    keras.backend.clear_session()
-    print(f"--- {job_dir}", flush=True)
-    return train_lib.run_experiment(cfg, job_dir, train=train)["eval"]
 
 
 def _cell(vals) -> str:
@@ -85,7 +70,7 @@ def run_cascade(
         ]
         root = os.path.join(job_root, f"seed{seed}")
         target = [f"data.languages=[{target_language}]", "data.clip_source=captions"]
-        rows["target only"].append(_run(config, os.path.join(root, "target_only"), base + target))
+        rows["target only"].append(experiments.run_or_reuse(config, os.path.join(root, "target_only"), base + target))
         pre_dir = os.path.join(root, "pretrain")
         # Pretraining sees only the source language's unlabeled videos (its
         # validation too); its own test eval is on source windows, not a row.
@@ -94,7 +79,7 @@ def run_cascade(
             f"data.eval_languages=[{source_language}]",
             "data.clip_source=windows",
         ]
-        _run(config, pre_dir, base + pre + list(pretrain_overrides))
+        experiments.run_or_reuse(config, pre_dir, base + pre + list(pretrain_overrides))
         init = [f"train.init_checkpoint={os.path.join(pre_dir, 'model.keras')}", *finetune_overrides]
         # Zero-shot: the pretrained model evaluated, untouched, on the target's
         # caption clips, the same test clips as every other row.
@@ -104,17 +89,19 @@ def run_cascade(
         tf.io.gfile.makedirs(zs_dir)
         tf.io.gfile.copy(os.path.join(pre_dir, "model.keras"), os.path.join(zs_dir, "model.keras"), overwrite=True)
         zero_shot = [f"train.init_checkpoint={os.path.join(pre_dir, 'model.keras')}"]
-        rows["pretrained zero-shot"].append(_run(config, zs_dir, base + target + zero_shot, train=False))
+        rows["pretrained zero-shot"].append(
+            experiments.run_or_reuse(config, zs_dir, base + target + zero_shot, train=False)
+        )
         source = [f"data.languages=[{source_language}]", "data.clip_source=captions"]
-        rows["pretrained + FT source"].append(_run(config, os.path.join(root, "ft_source"), base + source + init))
-        rows["pretrained + FT target"].append(_run(config, os.path.join(root, "ft_target"), base + target + init))
+        rows["pretrained + FT source"].append(
+            experiments.run_or_reuse(config, os.path.join(root, "ft_source"), base + source + init)
+        )
+        rows["pretrained + FT target"].append(
+            experiments.run_or_reuse(config, os.path.join(root, "ft_target"), base + target + init)
+        )
         chance = rows["target only"][-1]["chance_r1"]
     table = format_table(rows, chance)
-    os.makedirs(job_root, exist_ok=True)
-    with open(os.path.join(job_root, "cascade.txt"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
-    with open(os.path.join(job_root, "cascade.json"), "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=2, sort_keys=True)
+    experiments.write_results(job_root, "cascade", table, rows)
     return table
 
 

@@ -40,6 +40,31 @@ def format_table(results: dict, subsets=("all", "audio_dependent", "not_audio_de
     return "\n".join(lines)
 
 
+def run_or_reuse(config: str, job_dir: str, overrides, train: bool = True) -> dict:
+    """Runs one experiment, or returns its metrics if `job_dir` already finished it.
+
+    A job that was interrupted is rerun with the same command and resumes from
+    its backup; a finished one (test metrics, and a model if it trained) is reused.
+    """
+    done = os.path.join(job_dir, "eval", "test.json")
+    if os.path.exists(done) and (not train or os.path.exists(os.path.join(job_dir, "model.keras"))):
+        with open(done) as f:
+            return json.load(f)
+    cfg = hyperparams.load(ExperimentConfig, config, list(overrides))
+    keras.backend.clear_session()
+    print(f"--- {job_dir}", flush=True)
+    return train_lib.run_experiment(cfg, job_dir, train=train)["eval"]
+
+
+def write_results(job_root: str, name: str, table: str, results: dict) -> None:
+    """Writes `<job_root>/<name>.txt` (the table) and `<name>.json` (every run's metrics)."""
+    os.makedirs(job_root, exist_ok=True)
+    with open(os.path.join(job_root, f"{name}.txt"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    with open(os.path.join(job_root, f"{name}.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+
+
 def compare_localization_variants(config: str, records_dir: str, job_root: str, seeds, overrides=()) -> str:
     """Trains and tests AV, V-only and A-only models with each seed; returns the table.
 
@@ -48,17 +73,10 @@ def compare_localization_variants(config: str, records_dir: str, job_root: str, 
     """
     results = {}
     for name, modalities in VARIANTS:
-        runs = []
-        for seed in seeds:
-            job_dir = os.path.join(job_root, modalities, f"seed{seed}")
-            done = os.path.join(job_dir, "eval", "test.json")
-            if os.path.exists(done):
-                with open(done) as f:
-                    runs.append(json.load(f))
-                continue
-            cfg = hyperparams.load(
-                ExperimentConfig,
+        results[name] = [
+            run_or_reuse(
                 config,
+                os.path.join(job_root, modalities, f"seed{seed}"),
                 [
                     f"data.records_dir={records_dir}",
                     f"model.localization.modalities={modalities}",
@@ -66,16 +84,10 @@ def compare_localization_variants(config: str, records_dir: str, job_root: str, 
                     *overrides,
                 ],
             )
-            keras.backend.clear_session()
-            print(f"--- {name}, seed {seed} -> {job_dir}", flush=True)
-            runs.append(train_lib.run_experiment(cfg, job_dir)["eval"])
-        results[name] = runs
+            for seed in seeds
+        ]
     table = format_table(results)
-    os.makedirs(job_root, exist_ok=True)
-    with open(os.path.join(job_root, "comparison.txt"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
-    with open(os.path.join(job_root, "comparison.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+    write_results(job_root, "comparison", table, results)
     return table
 
 

@@ -152,3 +152,16 @@ def validate_records(info: RecordsInfo, split: str, streams, on_bad_record: str 
             counts["videos"] += 1
             counts["captions"] += n_captions
     return counts
+
+
+def read_split(info: RecordsInfo, data_cfg, split: str, streams, is_training: bool, seed: int = 0) -> tf.data.Dataset:
+    """`read_videos` with the data config's language filter and training-set cap for `split`."""
+    return read_videos(
+        info,
+        split,
+        streams,
+        is_training,
+        seed=seed,
+        languages=data_cfg.languages_of(split),
+        max_videos=data_cfg.max_train_videos if split == data_cfg.train_split else 0,
+    )

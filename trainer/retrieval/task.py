@@ -122,15 +122,7 @@ class RetrievalTask(Task):
 
     def _clips(self, split: str, is_training: bool) -> tf.data.Dataset:
         cfg = self.cfg
-        videos = input_lib.read_videos(
-            self.info,
-            split,
-            self.streams,
-            is_training,
-            seed=cfg.train.seed,
-            languages=cfg.data.languages_of(split),
-            max_videos=cfg.data.max_train_videos if split == cfg.data.train_split else 0,
-        )
+        videos = input_lib.read_split(self.info, cfg.data, split, self.streams, is_training, cfg.train.seed)
         if cfg.data.cache:
             videos = videos.cache()
         return videos.flat_map(lambda v: self.parser.clips(v, is_training))
