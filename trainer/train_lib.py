@@ -119,7 +119,9 @@ def run_experiment(cfg: ExperimentConfig, job_dir: str, train: bool = True, eval
     """
     tf.io.gfile.makedirs(job_dir)
     if distribute.is_chief():
-        hyperparams.save(cfg, os.path.join(job_dir, CONFIG_FILE))
+        # config.yaml records what trained the job; an evaluation-only run keeps
+        # its own (e.g. another span decoder) beside its metrics.
+        hyperparams.save(cfg, os.path.join(job_dir, CONFIG_FILE if train else os.path.join("eval", CONFIG_FILE)))
     strategy = distribute.make_strategy(cfg.runtime)
     keras.utils.set_random_seed(cfg.train.seed)
     task = get_task(cfg.task)(cfg, job_dir)
