@@ -154,7 +154,9 @@ def run_experiment(cfg: ExperimentConfig, job_dir: str, train: bool = True, eval
         # Order matters: callbacks that add to the epoch logs (learning rate,
         # task metrics) run before those that read them.
         callbacks = [
-            keras.callbacks.BackupAndRestore(backup_dir),
+            # double_checkpoint keeps the previous backup, used when a kill during a
+            # write left the latest one truncated.
+            keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
             keras.callbacks.TerminateOnNaN(),
             LearningRateLogger(),
             *task.callbacks(model, log_dir),
