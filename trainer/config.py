@@ -172,6 +172,9 @@ class EvalConfig:
         contiguous segments around the attention peak holding at least
         `attention_threshold` × the peak). Both are always reported.
       attention_threshold: fraction of the peak for the 'attention' decoder.
+      nms_iou: with the 'attention' decoder, R@5 is also reported: every
+        attention peak proposes runs at several thresholds, and temporal NMS
+        at this IoU keeps the five best distinct ones.
     """
 
     num_plot_examples: int = 4
@@ -180,10 +183,13 @@ class EvalConfig:
     retrieval_block_size: int = 1024
     span_decoder: Literal["head", "attention"] = "head"
     attention_threshold: float = 0.3
+    nms_iou: float = 0.5
 
     def __post_init__(self):
         if not 0.0 < self.attention_threshold <= 1.0:
             raise ValueError(f"eval.attention_threshold must be in (0, 1], got {self.attention_threshold}.")
+        if not 0.0 <= self.nms_iou <= 1.0:
+            raise ValueError(f"eval.nms_iou must be in [0, 1], got {self.nms_iou}.")
 
 
 @dataclasses.dataclass

@@ -19,6 +19,7 @@ from trainer.config import ExperimentConfig
 
 VARIANTS = (("AV (MALTA)", "av"), ("V (ABLR)", "v"), ("A only", "a"))
 COLUMNS = ("r1_iou_0.1", "r1_iou_0.3", "r1_iou_0.5", "r1_iou_0.7", "miou")
+R5_COLUMNS = ("r5_iou_0.5",)
 
 
 def _mean_std(values) -> str:
@@ -29,13 +30,15 @@ def _mean_std(values) -> str:
 
 
 def format_table(results: dict, subsets=("all", "audio_dependent", "not_audio_dependent")) -> str:
-    """Rows: variant × subset; columns: R@1 at IoU and mIoU, mean ± std over seeds."""
-    lines = [f"{'model':<12}{'subset':<22}" + "".join(f"{c:>16}" for c in COLUMNS) + f"{'seeds':>7}"]
+    """Rows: variant × subset; columns: R@1 at IoU, mIoU (and R@5 where every run has it), mean ± std over seeds."""
+    runs_ = [r for runs in results.values() for r in runs]
+    columns = COLUMNS + tuple(c for c in R5_COLUMNS if all(c in r.get("all", {}) for r in runs_))
+    lines = [f"{'model':<12}{'subset':<22}" + "".join(f"{c:>16}" for c in columns) + f"{'seeds':>7}"]
     for name, runs in results.items():
         for subset in subsets:
             if not all(subset in r for r in runs):
                 continue
-            cells = [_mean_std([r[subset][c] for r in runs]) for c in COLUMNS]
+            cells = [_mean_std([r[subset][c] for r in runs]) for c in columns]
             lines.append(f"{name:<12}{subset:<22}" + "".join(f"{c:>16}" for c in cells) + f"{len(runs):>7}")
     return "\n".join(lines)
 

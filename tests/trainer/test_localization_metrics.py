@@ -155,3 +155,40 @@ def test_keras_metrics_under_mirrored_strategy(tmp_path):
     # Replica 0 holds captions 0-1, replica 1 captions 2-3 (IoUs 1/3, 0.2, 0, 0).
     assert recall_value == pytest.approx(1 / 4)
     assert miou_value == pytest.approx((1 / 3 + 0.2) / 4, rel=1e-6)
+
+
+def test_attention_proposals_rank_the_decoders_span_first():
+    # fused = sqrt(video * audio): a high peak at 3 and a lower one at 6.
+    video = np.array([0.05, 0.05, 0.3, 0.4, 0.1, 0.05, 0.3, 0.05])
+    audio = np.array([0.05, 0.05, 0.2, 0.5, 0.1, 0.05, 0.2, 0.05])
+    att = np.stack([video, audio], -1)[None]
+    proposals, scores = metrics.attention_proposals(att, 0.3, extra_thresholds=(0.1, 0.7))
+    assert proposals.shape == (1, scores.shape[1], 2)
+    order = np.argsort(-scores[0], kind="stable")
+    # The best proposal is the attention decoder's own span.
+    np.testing.assert_allclose(proposals[0, order[0]], metrics.attention_to_span(att, 0.3)[0])
+    # Then the same peak at 0.1 and 0.7 of its weight (.447: >= .045 -> 0..7, >= .313 -> 3 only).
+    np.testing.assert_allclose(proposals[0, order[1]], [0.0, 1.0])
+    np.testing.assert_allclose(proposals[0, order[2]], [3 / 8, 4 / 8])
+    # The second peak (segment 6, sqrt(.06) = .245) comes after all of the first's runs.
+    np.testing.assert_allclose(proposals[0, order[3]], [6 / 8, 7 / 8])
+    assert scores[0, order[3]] == pytest.approx(np.sqrt(0.06) / np.sqrt(0.2), abs=1e-5)
+    # The truth sits on the second peak: missed at R@1, found at R@5 after NMS.
+    gt = np.array([[6 / 8, 7 / 8]])
+    assert metrics.recall_at_iou(proposals[0, order[:1]], gt, (0.5,)) == {"r1_iou_0.5": 0.0}
+    assert metrics.recall_at_k_iou(proposals, scores, gt, k=5, thresholds=(0.5,), nms_threshold=0.5) == {
+        "r5_iou_0.5": 1.0
+    }
+    with pytest.raises(ValueError, match="extra_thresholds"):
+        metrics.attention_proposals(att, 0.3, extra_thresholds=(0.0,))
+
+
+def test_attention_proposals_pad_captions_with_fewer_peaks():
+    flat = np.full((1, 4), 0.25)
+    peaked = np.array([[0.1, 0.6, 0.1, 0.2]])
+    proposals, scores = metrics.attention_proposals(np.concatenate([flat, peaked]), 0.5, extra_thresholds=())
+    # A flat row has one peak (its first segment's plateau) and one run: all of it.
+    np.testing.assert_allclose(proposals[0, 0], [0.0, 1.0])
+    assert np.isneginf(scores[0, 1:]).all()
+    # The peaked row: segment 1; then segment 3's run at half its weight (>= 0.1), all four.
+    np.testing.assert_allclose(proposals[1, :2], [[0.25, 0.5], [0.0, 1.0]])

@@ -79,6 +79,10 @@ def test_localization_end_to_end(malta_run):
     for key in ("r1_iou_0.1", "r1_iou_0.3", "r1_iou_0.5", "r1_iou_0.7", "miou", "snapped_r1_iou_0.5"):
         assert 0.0 <= result["all"][key] <= 1.0
     assert result["num_captions"] > 0 and "language_en" in result
+    # The attention decoder also ranks proposals: R@5 after NMS never falls below R@1.
+    for subset in ("all", "language_en"):
+        for m in ("0.1", "0.3", "0.5", "0.7"):
+            assert result[subset][f"r1_iou_{m}"] <= result[subset][f"r5_iou_{m}"] <= 1.0
     assert (job / "config.yaml").exists() and (job / "model.keras").exists()
     assert sorted(os.listdir(job / "checkpoints"))[:2] == ["best.weights.h5", "epoch-001.weights.h5"]
     assert _epochs_logged(job) == [0, 1]

@@ -313,6 +313,27 @@ class MeanIoU(_SpanMetric):
         self._accumulate(_keras_iou(y_true, y_pred), sample_weight)
 
 
+def _fused_attention(attention, threshold: float) -> np.ndarray:
+    """The [N, M] weights `attention_to_span` reads spans from (see there)."""
+    att = np.asarray(attention, np.float64)
+    if att.ndim == 3:
+        att = np.sqrt(np.clip(att[..., 0], 0.0, None) * np.clip(att[..., 1], 0.0, None))
+    if att.ndim != 2 or not 0.0 < threshold <= 1.0:
+        raise ValueError(f"attention must be [N, M(, 2)] and threshold in (0, 1]; got {att.shape}, {threshold}.")
+    return att
+
+
+def _run_around(weights: np.ndarray, peak: int, threshold: float) -> tuple[int, int]:
+    """First and last segment of the run around `peak` whose weights are >= threshold × its weight."""
+    keep = weights >= threshold * weights[peak]
+    lo, hi = peak, peak
+    while lo > 0 and keep[lo - 1]:
+        lo -= 1
+    while hi < len(weights) - 1 and keep[hi + 1]:
+        hi += 1
+    return lo, hi
+
+
 def attention_to_span(attention, threshold: float = 0.3) -> np.ndarray:
     """Spans read off attention weights: the contiguous run around the peak.
 
@@ -331,20 +352,70 @@ def attention_to_span(attention, threshold: float = 0.3) -> np.ndarray:
     Returns:
       [N, 2] normalized (start, end), on the segment grid.
     """
-    att = np.asarray(attention, np.float64)
-    if att.ndim == 3:
-        att = np.sqrt(np.clip(att[..., 0], 0.0, None) * np.clip(att[..., 1], 0.0, None))
-    if att.ndim != 2 or not 0.0 < threshold <= 1.0:
-        raise ValueError(f"attention must be [N, M(, 2)] and threshold in (0, 1]; got {att.shape}, {threshold}.")
+    att = _fused_attention(attention, threshold)
     n, m = att.shape
     spans = np.zeros((n, 2))
     for i in range(n):
-        peak = int(np.argmax(att[i]))
-        keep = att[i] >= threshold * att[i, peak]
-        lo, hi = peak, peak
-        while lo > 0 and keep[lo - 1]:
-            lo -= 1
-        while hi < m - 1 and keep[hi + 1]:
-            hi += 1
+        lo, hi = _run_around(att[i], int(np.argmax(att[i])), threshold)
         spans[i] = (lo / m, (hi + 1) / m)
     return spans
+
+
+PROPOSAL_THRESHOLDS = (0.1, 0.5, 0.7)
+
+
+def attention_proposals(
+    attention, threshold: float = 0.3, extra_thresholds: Sequence[float] = PROPOSAL_THRESHOLDS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ranked span proposals from attention weights, for R@k with temporal NMS.
+
+    Every local maximum of the fused weights (see `attention_to_span`) gives
+    one run around it per threshold (`threshold`, then `extra_thresholds`,
+    as fractions of that maximum). Proposals are ranked by their peak's
+    weight, and a peak's `threshold` run before its other runs; so the best
+    proposal is always `attention_to_span(attention, threshold)`'s span, and
+    R@1 from these proposals equals that decoder's R@1.
+
+    Args:
+      attention: [N, M, 2] or [N, M] weights.
+      threshold: the span decoder's fraction of the peak, in (0, 1].
+      extra_thresholds: further fractions in (0, 1], each a proposal per peak.
+
+    Returns:
+      (proposals [N, K, 2] normalized spans on the segment grid, scores [N, K]);
+      captions with fewer than K proposals are padded with empty (0, 0) spans
+      scored -inf.
+    """
+    att = _fused_attention(attention, threshold)
+    fractions = [threshold] + [t for t in extra_thresholds if t != threshold]
+    if any(not 0.0 < t <= 1.0 for t in fractions):
+        raise ValueError(f"extra_thresholds must lie in (0, 1], got {tuple(extra_thresholds)}.")
+    n, m = att.shape
+    rows = []
+    for i in range(n):
+        w = att[i]
+        left = np.concatenate([[-np.inf], w[:-1]])
+        right = np.concatenate([w[1:], [-np.inf]])
+        # Local maxima; on a plateau, its first segment.
+        peaks = np.flatnonzero((w > left) & (w >= right))
+        if peaks.size == 0:
+            peaks = np.array([int(np.argmax(w))])
+        peaks = peaks[np.argsort(-w[peaks], kind="stable")]
+        if peaks[0] != int(np.argmax(w)):
+            peaks = np.concatenate([[int(np.argmax(w))], peaks[peaks != int(np.argmax(w))]])
+        top = max(float(w[peaks[0]]), 1e-12)
+        props, scores = [], []
+        for rank, p in enumerate(peaks):
+            for order, fraction in enumerate(fractions):
+                lo, hi = _run_around(w, int(p), fraction)
+                props.append((lo / m, (hi + 1) / m))
+                # The peak's weight orders peaks; order within a peak breaks ties.
+                scores.append(float(w[p]) / top - 1e-6 * (rank * len(fractions) + order))
+        rows.append((props, scores))
+    k = max(len(p) for p, _ in rows) if rows else 0
+    proposals = np.zeros((n, k, 2))
+    scores = np.full((n, k), -np.inf)
+    for i, (props, sc) in enumerate(rows):
+        proposals[i, : len(props)] = props
+        scores[i, : len(sc)] = sc
+    return proposals, scores

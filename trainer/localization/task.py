@@ -281,6 +281,7 @@ class LocalizationTask(Task):
         return np.asarray(head_spans)
 
     def evaluate(self, model, split: str) -> dict:
+        proposals = None
         if self.cfg.eval.window_seconds > 0:
             pred, truth, _, meta = self.predict_windowed(model, split)
             others = {}
@@ -288,24 +289,40 @@ class LocalizationTask(Task):
             head, truth, attention, meta = self.predict(model, split)
             pred = self.decode(head, attention)
             others = {d: self.decode(head, attention, d) for d in ("head", "attention")}
+            if self.cfg.eval.span_decoder == "attention":
+                proposals = metrics.attention_proposals(attention, self.cfg.eval.attention_threshold)
         m = self.model_cfg.num_segments
-        result = {"all": metrics.evaluate_spans(pred, truth, m), "num_captions": int(len(pred))}
+
+        def subset(sel):
+            result = metrics.evaluate_spans(pred[sel], truth[sel], m)
+            if proposals is not None:
+                # R@5: the attention's peaks, each with runs at several thresholds, after temporal NMS.
+                result.update(
+                    metrics.recall_at_k_iou(
+                        proposals[0][sel], proposals[1][sel], truth[sel], k=5, nms_threshold=self.cfg.eval.nms_iou
+                    )
+                )
+            return result
+
+        everything = np.ones(len(pred), bool)
+        result = {"all": subset(everything), "num_captions": int(len(pred))}
         result["span_decoder"] = self.cfg.eval.span_decoder
         # Both decoders' overall numbers, whichever one the table reports.
         for name, spans in others.items():
             result[f"decoder_{name}"] = metrics.evaluate_spans(spans, truth, m)
         dependent = meta["audio_dependent"] == 1
         if dependent.any():
-            result["audio_dependent"] = metrics.evaluate_spans(pred[dependent], truth[dependent], m)
-            result["not_audio_dependent"] = metrics.evaluate_spans(pred[~dependent], truth[~dependent], m)
+            result["audio_dependent"] = subset(dependent)
+            result["not_audio_dependent"] = subset(~dependent)
         for lang in sorted(set(meta["language"])):
-            sel = meta["language"] == lang
-            result[f"language_{lang.decode() or 'unknown'}"] = metrics.evaluate_spans(pred[sel], truth[sel], m)
+            result[f"language_{lang.decode() or 'unknown'}"] = subset(meta["language"] == lang)
         return result
 
     def format_results(self, result: dict) -> str:
         rows = [(k, v) for k, v in result.items() if isinstance(v, dict)]
         keys = [f"r1_iou_{t}" for t in IOU_THRESHOLDS] + ["miou"]
+        if any("r5_iou_0.5" in r for _, r in rows):
+            keys += ["r5_iou_0.5", "r5_iou_0.7"]
         lines = [f"{'subset':<24}" + "".join(f"{k:>12}" for k in keys)]
         for name, r in rows:
             lines.append(f"{name:<24}" + "".join(f"{r.get(k, float('nan')):>12.3f}" for k in keys))
