@@ -31,8 +31,8 @@ def _mean_std(values) -> str:
 
 def format_table(results: dict, subsets=("all", "audio_dependent", "not_audio_dependent")) -> str:
     """Rows: variant × subset; columns: R@1 at IoU, mIoU (and R@5 where every run has it), mean ± std over seeds."""
-    runs_ = [r for runs in results.values() for r in runs]
-    columns = COLUMNS + tuple(c for c in R5_COLUMNS if all(c in r.get("all", {}) for r in runs_))
+    every_run = [r for runs in results.values() for r in runs]
+    columns = COLUMNS + tuple(c for c in R5_COLUMNS if all(c in r.get("all", {}) for r in every_run))
     lines = [f"{'model':<12}{'subset':<22}" + "".join(f"{c:>16}" for c in columns) + f"{'seeds':>7}"]
     for name, runs in results.items():
         for subset in subsets:

@@ -396,13 +396,12 @@ def attention_proposals(
         w = att[i]
         left = np.concatenate([[-np.inf], w[:-1]])
         right = np.concatenate([w[1:], [-np.inf]])
-        # Local maxima; on a plateau, its first segment.
+        # Local maxima, on a plateau its first segment; highest first, so the first
+        # is np.argmax's (the first of the highest), the peak attention_to_span uses.
         peaks = np.flatnonzero((w > left) & (w >= right))
-        if peaks.size == 0:
+        if peaks.size == 0:  # only when weights are NaN
             peaks = np.array([int(np.argmax(w))])
         peaks = peaks[np.argsort(-w[peaks], kind="stable")]
-        if peaks[0] != int(np.argmax(w)):
-            peaks = np.concatenate([[int(np.argmax(w))], peaks[peaks != int(np.argmax(w))]])
         top = max(float(w[peaks[0]]), 1e-12)
         props, scores = [], []
         for rank, p in enumerate(peaks):
