@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
+from avalign import hyperparams
+
 
 @dataclasses.dataclass
 class AudioConfig:
@@ -24,29 +26,24 @@ class AudioConfig:
       mfcc_deltas: whether the MFCC view appends deltas and delta-deltas.
     """
 
-    sample_rate: int = 16000
-    preemphasis: float = 0.97
-    window_seconds: float = 0.025
-    hop_seconds: float = 0.010
-    num_mel_bins: int = 40
-    fmin: float = 20.0
-    fmax: Optional[float] = None
-    n_fft: Optional[int] = None
-    top_db: Optional[float] = None
-    num_mfcc: int = 13
+    sample_rate: int = hyperparams.field(16000, bounds="[1, inf)")
+    preemphasis: float = hyperparams.field(0.97, bounds="[0, 1)")
+    window_seconds: float = hyperparams.field(0.025, bounds="(0, inf)")
+    hop_seconds: float = hyperparams.field(0.010, bounds="(0, inf)")
+    num_mel_bins: int = hyperparams.field(40, bounds="[1, inf)")
+    fmin: float = hyperparams.field(20.0, bounds="[0, inf)")
+    fmax: Optional[float] = hyperparams.field(None, bounds="(0, inf)")
+    n_fft: Optional[int] = hyperparams.field(None, bounds="[1, inf)")
+    top_db: Optional[float] = hyperparams.field(None, bounds="[0, inf)")
+    num_mfcc: int = hyperparams.field(13, bounds="[1, inf)")
     mfcc_deltas: bool = True
 
     def __post_init__(self):
-        if self.sample_rate <= 0:
-            raise ValueError(f"audio.sample_rate must be > 0, got {self.sample_rate}.")
-        if not 0 < self.hop_seconds <= self.window_seconds:
+        hyperparams.validate(self)
+        if self.hop_seconds > self.window_seconds:
             raise ValueError(
                 f"audio.hop_seconds must be in (0, window_seconds={self.window_seconds}], got {self.hop_seconds}."
             )
-        if self.num_mel_bins <= 0:
-            raise ValueError(f"audio.num_mel_bins must be > 0, got {self.num_mel_bins}.")
-        if not 0 <= self.preemphasis < 1:
-            raise ValueError(f"audio.preemphasis must be in [0, 1), got {self.preemphasis}.")
         if self.fmax is not None and self.fmax <= self.fmin:
             raise ValueError(f"audio.fmax={self.fmax} must exceed audio.fmin={self.fmin}.")
 
@@ -78,15 +75,14 @@ class VisualStreamConfig:
     handle: str = ""
     keras_app: str = ""
     weights: str = ""
-    image_size: int = 112
-    clip_frames: int = 4
+    image_size: int = hyperparams.field(112, bounds="[1, inf)")
+    clip_frames: int = hyperparams.field(4, bounds="[1, inf)")
     keras_app_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.extractor and self.rate <= 0:
+        hyperparams.validate(self)
+        if self.extractor and self.rate <= 0:  # any finite rate while the stream is off
             raise ValueError(f"visual rate must be > 0, got {self.rate}.")
-        if self.image_size <= 0 or self.clip_frames <= 0:
-            raise ValueError("visual image_size and clip_frames must be > 0.")
 
 
 @dataclasses.dataclass
@@ -122,6 +118,7 @@ class ImportedFeaturesConfig:
     dataset_key: str = ""
 
     def __post_init__(self):
+        hyperparams.validate(self)
         if self.kind not in ("", "npy", "hdf5"):
             raise ValueError(f"imported kind must be '', 'npy' or 'hdf5', got {self.kind!r}.")
         if self.kind and not self.path:
@@ -144,11 +141,10 @@ class AudioEmbeddingConfig:
 
     handle: str = ""
     output_key: str = ""
-    hop_seconds: float = 0.48
+    hop_seconds: float = hyperparams.field(0.48, bounds="(0, inf)")
 
     def __post_init__(self):
-        if self.hop_seconds <= 0:
-            raise ValueError(f"audio_embedding.hop_seconds must be > 0, got {self.hop_seconds}.")
+        hyperparams.validate(self)
 
     def key(self):
         """output_key as the model wants it: an int index, a str key, or None."""
@@ -182,18 +178,13 @@ class PreprocessConfig:
     visual: VisualConfig = dataclasses.field(default_factory=VisualConfig)
     imported_2d: ImportedFeaturesConfig = dataclasses.field(default_factory=ImportedFeaturesConfig)
     imported_3d: ImportedFeaturesConfig = dataclasses.field(default_factory=ImportedFeaturesConfig)
-    decode_frame_rate: float = 4.0
-    max_side: int = 160
+    decode_frame_rate: float = hyperparams.field(4.0, bounds="(0, inf)")
+    max_side: int = hyperparams.field(160, bounds="[0, inf)")
     storage_dtype: str = "float16"
-    num_shards: int = 4
-    max_overshoot_seconds: float = 1.0
+    num_shards: int = hyperparams.field(4, bounds="[1, inf)")
+    max_overshoot_seconds: float = hyperparams.field(1.0, bounds="[0, inf)")
 
     def __post_init__(self):
+        hyperparams.validate(self)
         if self.storage_dtype not in ("float16", "float32"):
             raise ValueError(f"storage_dtype must be 'float16' or 'float32', got {self.storage_dtype!r}.")
-        if self.num_shards <= 0:
-            raise ValueError(f"num_shards must be > 0, got {self.num_shards}.")
-        if self.decode_frame_rate <= 0:
-            raise ValueError(f"decode_frame_rate must be > 0, got {self.decode_frame_rate}.")
-        if self.max_side < 0:
-            raise ValueError(f"max_side must be >= 0, got {self.max_side}.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from avalign import hyperparams
 from trainer.localization.config import LocalizationModelConfig
 from trainer.retrieval.config import RetrievalModelConfig
 
@@ -46,16 +47,16 @@ class DataConfig:
     test_split: str = "test"
     languages: list[str] = dataclasses.field(default_factory=list)
     eval_languages: list[str] = dataclasses.field(default_factory=list)
-    max_train_videos: int = 0
+    max_train_videos: int = hyperparams.field(0, bounds="[0, inf)")
     visual_streams: list[str] = dataclasses.field(default_factory=lambda: ["visual_2d", "visual_3d"])
     audio_feature: Literal["logmel", "mfcc", "avlnet", "hub"] = "mfcc"
     audio_encoder: str = ""
     caption_field: Literal["text", "text_en"] = "text"
-    shuffle_buffer: int = 1024
+    shuffle_buffer: int = hyperparams.field(1024, bounds="[1, inf)")
     cache: bool = True
     on_bad_record: Literal["error", "skip"] = "error"
     clip_source: Literal["captions", "windows"] = "captions"
-    window_seconds: float = 10.0
+    window_seconds: float = hyperparams.field(10.0, bounds="(0, inf)")
 
     def languages_of(self, split: str) -> list[str]:
         """The language filter of a split."""
@@ -64,15 +65,12 @@ class DataConfig:
         return self.eval_languages or self.languages
 
     def __post_init__(self):
+        hyperparams.validate(self)
         if not self.visual_streams:
             raise ValueError("data.visual_streams must name at least one stream (visual_2d, visual_3d).")
         for s in self.visual_streams:
             if s not in ("visual_2d", "visual_3d"):
                 raise ValueError(f"data.visual_streams: unknown stream {s!r}; valid: visual_2d, visual_3d.")
-        if self.max_train_videos < 0:
-            raise ValueError(f"data.max_train_videos must be >= 0, got {self.max_train_videos}.")
-        if self.window_seconds <= 0:
-            raise ValueError(f"data.window_seconds must be > 0, got {self.window_seconds}.")
         if self.audio_feature == "avlnet" and not self.audio_encoder:
             raise ValueError("data.audio_feature 'avlnet' needs data.audio_encoder (an exported encoder dir).")
 
@@ -110,27 +108,22 @@ class TrainConfig:
       init_checkpoint: a .weights.h5 or .keras file to start from (fine-tuning).
     """
 
-    epochs: int = 10
-    global_batch_size: int = 32
-    learning_rate: float = 1e-3
+    epochs: int = hyperparams.field(10, bounds="[1, inf)")
+    global_batch_size: int = hyperparams.field(32, bounds="[1, inf)")
+    learning_rate: float = hyperparams.field(1e-3, bounds="(0, inf)")
     optimizer: Literal["adam", "adamw"] = "adam"
-    weight_decay: float = 0.0
-    clipnorm: float = 0.0
-    warmup_epochs: int = 0
+    weight_decay: float = hyperparams.field(0.0, bounds="[0, inf)")
+    clipnorm: float = hyperparams.field(0.0, bounds="[0, inf)")
+    warmup_epochs: int = hyperparams.field(0, bounds="[0, inf)")
     lr_decay: Literal["constant", "cosine"] = "constant"
-    early_stopping_patience: int = 0
+    early_stopping_patience: int = hyperparams.field(0, bounds="[0, inf)")
     seed: int = 0
-    steps_per_epoch: int = 0
+    steps_per_epoch: int = hyperparams.field(0, bounds="[0, inf)")
     init_checkpoint: str = ""
 
     def __post_init__(self):
-        if self.epochs <= 0:
-            raise ValueError(f"train.epochs must be > 0, got {self.epochs}.")
-        if self.global_batch_size <= 0:
-            raise ValueError(f"train.global_batch_size must be > 0, got {self.global_batch_size}.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}.")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs and self.warmup_epochs:
+        hyperparams.validate(self)
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
             raise ValueError(f"train.warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}.")
 
 
@@ -148,13 +141,12 @@ class RuntimeConfig:
     """
 
     strategy: Literal["default", "mirrored", "multi_worker_mirrored"] = "default"
-    cpu_devices: int = 0
+    cpu_devices: int = hyperparams.field(0, bounds="[0, inf)")
     mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     run_eagerly: bool = False
 
     def __post_init__(self):
-        if self.cpu_devices < 0:
-            raise ValueError(f"runtime.cpu_devices must be >= 0, got {self.cpu_devices}.")
+        hyperparams.validate(self)
 
 
 @dataclasses.dataclass
@@ -177,19 +169,16 @@ class EvalConfig:
         at this IoU keeps the five best distinct ones.
     """
 
-    num_plot_examples: int = 4
-    window_seconds: float = 0.0
-    window_stride_seconds: float = 0.0
-    retrieval_block_size: int = 1024
+    num_plot_examples: int = hyperparams.field(4, bounds="[0, inf)")
+    window_seconds: float = hyperparams.field(0.0, bounds="[0, inf)")
+    window_stride_seconds: float = hyperparams.field(0.0, bounds="[0, inf)")
+    retrieval_block_size: int = hyperparams.field(1024, bounds="[1, inf)")
     span_decoder: Literal["head", "attention"] = "head"
-    attention_threshold: float = 0.3
-    nms_iou: float = 0.5
+    attention_threshold: float = hyperparams.field(0.3, bounds="(0, 1]")
+    nms_iou: float = hyperparams.field(0.5, bounds="[0, 1]")
 
     def __post_init__(self):
-        if not 0.0 < self.attention_threshold <= 1.0:
-            raise ValueError(f"eval.attention_threshold must be in (0, 1], got {self.attention_threshold}.")
-        if not 0.0 <= self.nms_iou <= 1.0:
-            raise ValueError(f"eval.nms_iou must be in [0, 1], got {self.nms_iou}.")
+        hyperparams.validate(self)
 
 
 @dataclasses.dataclass

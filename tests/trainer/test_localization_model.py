@@ -117,6 +117,46 @@ def test_mixed_precision_keeps_attention_and_span_in_float32():
         assert np.all(np.isfinite(out[key].numpy()))
 
 
+def _outputs_and_grads(m, x):
+    with tf.GradientTape() as tape:
+        out = m(x, training=True)
+        loss = tf.reduce_sum(out["span"]) + tf.reduce_sum(out["attention"] * tf.range(6, dtype="float32")[:, None])
+    grads = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, m.trainable_weights)]
+    return {k: v.numpy() for k, v in out.items()}, grads
+
+
+@pytest.mark.parametrize("modalities", ["av", "v"])
+def test_nan_and_inf_never_reach_a_kernel(modalities):
+    cfg = small_config(dropout=0.0, modalities=modalities)
+    m = model.build_model(cfg, VOCABULARY)
+    x = {k: v.numpy().copy() for k, v in batch(cfg).items()}
+    want, want_grads = _outputs_and_grads(m, x)
+
+    # Padding may hold anything: outputs and gradients do not change at all.
+    padded = {k: v.copy() for k, v in x.items()}
+    padded["video"][1, -1, 0] = np.nan
+    padded["audio"][1, -2, 1] = np.inf
+    padded["video"][3, 0, 0] = np.nan  # the caption without segments
+    got, got_grads = _outputs_and_grads(m, padded)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_array_equal(g, w)
+
+    # NaN in a real segment: that caption keeps no segment; the others are untouched.
+    bad = {k: v.copy() for k, v in x.items()}
+    bad["video"][0, 2, 1] = np.nan
+    bad["audio"][2, 0, 0] = np.nan  # a stream that "v" ignores: dropped only by "av"
+    got, got_grads = _outputs_and_grads(m, bad)
+    dropped = [0, 2] if modalities == "av" else [0]
+    kept = [i for i in range(4) if i not in dropped]
+    assert all(np.all(np.isfinite(g)) for g in got_grads)
+    assert np.all(np.isfinite(got["span"]))
+    np.testing.assert_array_equal(got["attention"][dropped], 0.0)
+    np.testing.assert_allclose(got["attention"][kept], want["attention"][kept], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got["span"][kept], want["span"][kept], rtol=1e-6, atol=1e-7)
+
+
 def test_save_load_and_saved_model_export_give_the_same_outputs(tmp_path):
     cfg = small_config()
     embeddings = np.random.default_rng(1).normal(size=(len(VOCABULARY) + 2, cfg.embedding_dim)).astype("float32")

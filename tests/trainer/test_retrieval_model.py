@@ -104,6 +104,13 @@ def test_paper_size_model_trains_one_step_on_1024_frames():
     assert enc["pooled_embedding"].shape == (2, 4096)
 
 
+def _loss_and_grads(model, x):
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = model.compute_loss(x=x, y_pred=out)
+    return out, loss, tape.gradient(loss, model.trainable_weights)
+
+
 def test_nan_in_a_valid_input_drops_the_clip_not_the_training():
     cfg = RetrievalModelConfig(**SMALL)
     model = build_model(cfg)
@@ -111,18 +118,107 @@ def test_nan_in_a_valid_input_drops_the_clip_not_the_training():
     x["audio"][1, 3, 7] = np.nan
     x["visual_3d"][3, 0, 2] = np.inf
     x["audio"][0, x["audio_length"][0] :] = np.nan  # padding: harmless
-    with tf.GradientTape() as tape:
-        out = model(x, training=True)
-        loss = model.compute_loss(x=x, y_pred=out)
-    grads = tape.gradient(loss, model.trainable_weights)
+    keep = [0, 2, 4]
+    clean = {k: v[keep] for k, v in x.items()}
+
+    # What the first layers receive: the guards' outputs hold no NaN/Inf at all.
+    guards = keras.Model(model.input, [model.get_layer("audio_guard").output, model.get_layer("visual_guard").output])
+    for value in tf.nest.flatten(guards(x, training=True)):
+        assert np.all(np.isfinite(value.numpy()))
+
+    out, loss, grads = _loss_and_grads(model, x)
     np.testing.assert_array_equal(out["valid"].numpy(), [1, 0, 1, 0, 1])
     assert np.isfinite(float(loss)) and float(loss) > 0.0
-    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
     for key in ("audio_embedding", "video_embedding"):
         assert np.all(np.isfinite(out[key].numpy()))
-    keep = [0, 2, 4]
     expected = mms_loss(out["audio_embedding"].numpy()[keep], out["video_embedding"].numpy()[keep], margin=cfg.margin)
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+    # The dropped clips change nothing: loss, gradients (batch statistics included)
+    # and the updated weights are those of the batch without them.
+    clean_out, clean_loss, clean_grads = _loss_and_grads(model, clean)
+    assert float(loss) == pytest.approx(float(clean_loss), rel=1e-5)
+    for key in ("audio_embedding", "video_embedding"):
+        np.testing.assert_allclose(out[key].numpy()[keep], clean_out[key].numpy(), rtol=1e-4, atol=1e-5)
+    for weight, got, want in zip(model.trainable_weights, grads, clean_grads):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-3, atol=1e-5, err_msg=weight.path)
+
+    initial = model.get_weights()
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.train_on_batch(x)
+    stepped = model.get_weights()
+    model.set_weights(initial)
+    model.train_on_batch(clean)
+    for weight, got, want in zip(model.weights, stepped, model.get_weights()):  # moving statistics too
+        assert np.all(np.isfinite(got)), weight.path
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5, err_msg=weight.path)
+
+
+ONEDNN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, tensorflow as tf
+    from trainer.retrieval.config import RetrievalModelConfig
+    from trainer.retrieval.model import build_model
+
+    cfg = RetrievalModelConfig(**json.loads(sys.argv[1]))
+    model = build_model(cfg)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for batch in (1, 3, 5, 7):
+        x = {
+            "audio": rng.normal(size=(batch, 80, 40)).astype("float32"),
+            "audio_length": np.full(batch, 80, "int32"),
+            "audio_present": np.ones(batch, "float32"),
+            "visual_2d": rng.normal(size=(batch, 2, cfg.visual_2d_dim)).astype("float32"),
+            "visual_3d": rng.normal(size=(batch, 2, cfg.visual_3d_dim)).astype("float32"),
+            "visual_mask": np.ones((batch, 2), "float32"),
+        }
+        # One more clip, dropped (audio_present 0): the gradients must not change.
+        padded = {k: np.concatenate([v, np.zeros_like(v[:1])]) for k, v in x.items()}
+        padded["audio_length"][-1] = 80
+        grads = []
+        for inputs in (x, padded):
+            with tf.GradientTape() as tape:
+                out = model(inputs, training=True)
+                loss = model.compute_loss(x=inputs, y_pred=out)
+            grads.append([g.numpy() for g in tape.gradient(loss, model.trainable_weights)])
+        for got, want in zip(*grads):
+            assert np.all(np.isfinite(got))
+            worst = max(worst, float(np.max(np.abs(got - want))))
+    print(json.dumps({"worst_grad_diff": worst}))
+    """
+)
+
+
+def test_narrow_strided_shortcuts_train_at_any_batch_size_with_onednn():
+    # oneDNN's strided 1x1 backward-weights kernel writes past its workspace when a
+    # convolution has fewer input channels than its channel block (16 with AVX-512,
+    # 8 with AVX2), aborting the process at some batch sizes with finite inputs.
+    # ResDAVEnet's shortcuts and a width-1 kernel must never reach it. A subprocess,
+    # with oneDNN explicitly on, so that a crash fails this test, not the session.
+    import json
+
+    narrow = dict(
+        audio_widths=[4, 4, 8, 8],
+        first_conv_channels=4,
+        kernel_width=1,
+        embedding_dim=8,
+        visual_2d_dim=6,
+        visual_3d_dim=3,
+    )
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", ONEDNN_SCRIPT, json.dumps(narrow)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["worst_grad_diff"] < 1e-4
 
 
 def test_compute_loss_refuses_labels():
@@ -156,11 +252,14 @@ def test_validate_clip_names_the_problem():
     "field, value, message",
     [
         ("audio_widths", [8, 8], "audio_widths must be 4 positive integers"),
+        ("audio_widths", [8, 8, 0, 16], r"audio_widths\[2\] must be an integer in \[1, inf\), got 0"),
         ("kernel_width", 8, "kernel_width must be odd.*got 8"),
-        ("embedding_dim", 0, "embedding_dim must be a positive integer, got 0"),
-        ("margin", -1.0, "margin must be >= 0, got -1.0"),
-        ("max_audio_frames", 8, "max_audio_frames must be >= 16"),
-        ("adaptive_margin_scale", 2.0, r"adaptive_margin_scale must be in \[0, 1\], got 2.0"),
+        ("embedding_dim", 0, r"embedding_dim must be an integer in \[1, inf\), got 0"),
+        ("embedding_dim", 16.0, r"embedding_dim must be an integer in \[1, inf\), got 16.0"),
+        ("margin", -1.0, r"margin must be a finite number in \[0, inf\), got -1.0"),
+        ("margin", float("nan"), r"margin must be a finite number in \[0, inf\), got nan"),
+        ("max_audio_frames", 8, r"max_audio_frames must be an integer in \[16, inf\).*total stride.*got 8"),
+        ("adaptive_margin_scale", 2.0, r"adaptive_margin_scale must be a finite number in \[0, 1\], got 2.0"),
     ],
 )
 def test_config_validation(field, value, message):
@@ -173,7 +272,7 @@ def test_feature_sizes_from_the_records_must_be_filled_in_before_building():
     with pytest.raises(ValueError, match=r"\['visual_3d_dim'\] are 0"):
         build_model(cfg)
     build_model(RetrievalModelConfig(**{**SMALL, "visual_3d_dim": 0, "use_3d": False}))
-    with pytest.raises(ValueError, match="visual_2d_dim must be a positive integer.*got -3"):
+    with pytest.raises(ValueError, match=r"visual_2d_dim must be an integer in \[0, inf\).*records.*got -3"):
         RetrievalModelConfig(visual_2d_dim=-3)
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Optional
 
+from avalign import hyperparams
+
 MODALITIES = ("av", "v", "a")
 HEADS = ("attention_regression", "feature_regression")
-
-
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+_POSITIVE = "[1, inf)"
+_FROM_RECORDS = "0 takes it from the records"
 
 
 @dataclasses.dataclass
@@ -53,56 +52,33 @@ class LocalizationModelConfig:
       calibration_loss_weight: weight of the attention calibration loss (eq. 2).
     """
 
-    num_segments: int = 128
-    video_dim: int = 4096
-    audio_dim: int = 128
-    video_hidden: int = 256
-    audio_hidden: int = 64
-    text_hidden: int = 256
-    attention_units: int = 256
-    regression_hidden: int = 64
-    embedding_dim: int = 300
-    vocab_size: int = 20000
-    max_caption_tokens: int = 32
+    num_segments: int = hyperparams.field(128, bounds=_POSITIVE)
+    video_dim: int = hyperparams.field(4096, bounds="[0, inf)", why=_FROM_RECORDS)
+    audio_dim: int = hyperparams.field(128, bounds="[0, inf)", why=_FROM_RECORDS)
+    video_hidden: int = hyperparams.field(256, bounds=_POSITIVE)
+    audio_hidden: int = hyperparams.field(64, bounds=_POSITIVE)
+    text_hidden: int = hyperparams.field(256, bounds=_POSITIVE)
+    attention_units: int = hyperparams.field(256, bounds=_POSITIVE)
+    regression_hidden: int = hyperparams.field(64, bounds=_POSITIVE)
+    embedding_dim: int = hyperparams.field(300, bounds=_POSITIVE)
+    vocab_size: int = hyperparams.field(
+        20000, bounds="[3, inf)", why="padding, out-of-vocabulary and at least one word"
+    )
+    max_caption_tokens: int = hyperparams.field(32, bounds=_POSITIVE)
     modalities: Literal["av", "v", "a"] = "av"
     head: Literal["attention_regression", "feature_regression"] = "attention_regression"
-    dropout: float = 0.5
+    dropout: float = hyperparams.field(0.5, bounds="[0, 1)")
     fasttext_path: Optional[str] = None
     trainable_embeddings: bool = True
-    span_loss_weight: float = 1.0
-    calibration_loss_weight: float = 5.0
+    span_loss_weight: float = hyperparams.field(1.0, bounds="[0, inf)")
+    calibration_loss_weight: float = hyperparams.field(5.0, bounds="[0, inf)")
 
     def __post_init__(self):
-        for name in (
-            "num_segments",
-            "video_hidden",
-            "audio_hidden",
-            "text_hidden",
-            "attention_units",
-            "regression_hidden",
-            "embedding_dim",
-            "max_caption_tokens",
-        ):
-            _check_positive(name, getattr(self, name))
-        _check_positive("vocab_size", self.vocab_size)
-        for name in ("video_dim", "audio_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a positive integer, or 0 to take it from the records; got {value!r}.")
-        if self.vocab_size < 3:
-            raise ValueError(
-                f"vocab_size must be >= 3 (padding, out-of-vocabulary and at least one word), got {self.vocab_size}."
-            )
+        hyperparams.validate(self)
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}.")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
-        for name in ("span_loss_weight", "calibration_loss_weight"):
-            value = getattr(self, name)
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}.")
         if self.span_loss_weight == 0 and self.calibration_loss_weight == 0:
             raise ValueError("span_loss_weight and calibration_loss_weight are both 0: nothing would be trained.")
         if self.fasttext_path is not None and not self.fasttext_path.strip():

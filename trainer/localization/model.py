@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from trainer import guards
 from trainer.localization import layers, losses, metrics, text
 from trainer.localization.config import LocalizationModelConfig
 
@@ -35,6 +36,8 @@ def build_model(
       "video": float32 [B, M, video_dim] segment features (ignored by "a").
       "audio": float32 [B, M, audio_dim] segment features (ignored by "v").
       "segment_mask": float32 [B, M], 1 on real segments, right-padded.
+        Padded segments may hold anything; a caption with NaN or Inf in a real
+        segment of a stream the variant uses is treated as having no segment.
       "caption": string [B] raw caption text, tokenized in the graph; or, with
         `tokenized_input`, "tokens": int32 [B, max_caption_tokens] ids from
         `text.CaptionTokenizer` (tokenize in tf.data: distributed `fit` can't
@@ -98,19 +101,29 @@ def build_model(
     )
     words, word_mask = caption_encoder(token_ids)
 
+    # NaN/Inf stop here, before any layer: padded segments become zeros, and a
+    # caption with a non-finite value in a real segment of a stream the variant
+    # uses keeps no segment (its attention is all zeros, as for a caption without
+    # segments). float32, so that the finiteness test sees the inputs as given.
+    streams = [name for name, used in ((VIDEO, cfg.uses_video), (AUDIO, cfg.uses_audio)) if used]
+    clean, segment_mask = guards.NonFiniteGuard(name="input_guard", dtype="float32")(
+        [inputs[name] for name in streams], inputs[SEGMENT_MASK]
+    )
+    clean = dict(zip(streams, clean))
+
     segment_states = {}
     if cfg.uses_video:
         segment_states[VIDEO] = layers.SequenceEncoder(cfg.video_hidden, cfg.dropout, name="video_encoder")(
-            inputs[VIDEO], inputs[SEGMENT_MASK]
+            clean[VIDEO], segment_mask
         )
     if cfg.uses_audio:
         segment_states[AUDIO] = layers.SequenceEncoder(cfg.audio_hidden, cfg.dropout, name="audio_encoder")(
-            inputs[AUDIO], inputs[SEGMENT_MASK]
+            clean[AUDIO], segment_mask
         )
     # The attention weights, the span and everything after the encoders stay in
     # float32 under a mixed-precision policy: eq. 2 takes logs of small weights.
     co_attention = layers.CoAttention(cfg.modalities, cfg.attention_units, name="co_attention", dtype="float32")(
-        words, word_mask, inputs[SEGMENT_MASK], **segment_states
+        words, word_mask, segment_mask, **segment_states
     )
     head_input = co_attention["fused_attention"] if cfg.head == "attention_regression" else co_attention["features"]
     span = layers.SpanRegressor(cfg.regression_hidden, name=SPAN, dtype="float32")(head_input)

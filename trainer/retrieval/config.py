@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from avalign import hyperparams
+
 # The four stride-2 stages of ResDAVEnet reduce the time axis 16-fold.
 NUM_STAGES = 4
+_FROM_RECORDS = "0 takes it from the records"
 
 
 @dataclasses.dataclass
@@ -45,52 +48,31 @@ class RetrievalModelConfig:
         The model itself accepts any length.
     """
 
-    num_mel_bins: int = 40
-    audio_widths: list[int] = dataclasses.field(default_factory=lambda: [128, 256, 512, 1024])
-    first_conv_channels: int = 128
-    blocks_per_stage: int = 2
-    kernel_width: int = 9
-    embedding_dim: int = 4096
-    visual_2d_dim: int = 2048
-    visual_3d_dim: int = 2048
+    num_mel_bins: int = hyperparams.field(40, bounds="[0, inf)", why=_FROM_RECORDS)
+    audio_widths: list[int] = hyperparams.field(default_factory=lambda: [128, 256, 512, 1024], bounds="[1, inf)")
+    first_conv_channels: int = hyperparams.field(128, bounds="[1, inf)")
+    blocks_per_stage: int = hyperparams.field(2, bounds="[1, inf)")
+    kernel_width: int = hyperparams.field(9, bounds="[1, inf)")
+    embedding_dim: int = hyperparams.field(4096, bounds="[1, inf)")
+    visual_2d_dim: int = hyperparams.field(2048, bounds="[0, inf)", why=_FROM_RECORDS)
+    visual_3d_dim: int = hyperparams.field(2048, bounds="[0, inf)", why=_FROM_RECORDS)
     use_3d: bool = True
     freeze_visual: bool = False
-    margin: float = 0.001
+    margin: float = hyperparams.field(0.001, bounds="[0, inf)")
     adaptive_margin: bool = False
-    adaptive_margin_scale: float = 0.5
-    max_audio_frames: int = 1024
+    adaptive_margin_scale: float = hyperparams.field(0.5, bounds="[0, 1]")
+    max_audio_frames: int = hyperparams.field(
+        1024, bounds=f"[{2**NUM_STAGES}, inf)", why="at least the encoder's total stride"
+    )
 
     def __post_init__(self):
-        for name in ("num_mel_bins", "visual_2d_dim", "visual_3d_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a positive integer (or 0: set from the records), got {value!r}.")
-        for name in (
-            "first_conv_channels",
-            "blocks_per_stage",
-            "kernel_width",
-            "embedding_dim",
-            "max_audio_frames",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if len(self.audio_widths) != NUM_STAGES or any(
-            isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in self.audio_widths
-        ):
+        hyperparams.validate(self)
+        if len(self.audio_widths) != NUM_STAGES:
             raise ValueError(
                 f"audio_widths must be {NUM_STAGES} positive integers (one per stride-2 stage), got {self.audio_widths!r}."
             )
         if self.kernel_width % 2 != 1:
             raise ValueError(f"kernel_width must be odd for symmetric 'same' padding, got {self.kernel_width}.")
-        if not self.margin >= 0.0:
-            raise ValueError(f"margin must be >= 0, got {self.margin!r}.")
-        if not 0.0 <= self.adaptive_margin_scale <= 1.0:
-            raise ValueError(f"adaptive_margin_scale must be in [0, 1], got {self.adaptive_margin_scale!r}.")
-        if self.max_audio_frames < 2**NUM_STAGES:
-            raise ValueError(
-                f"max_audio_frames must be >= {2**NUM_STAGES} (the encoder's total stride), got {self.max_audio_frames}."
-            )
 
     @property
     def total_stride(self) -> int:

@@ -13,6 +13,9 @@ from typing import Sequence
 import keras
 from keras import ops
 
+# Re-exported: the input guards live in trainer.guards, shared with the localization model.
+from trainer.guards import FiniteClips, NonFiniteGuard  # noqa: F401
+
 _PACKAGE = "avalign"
 
 
@@ -37,8 +40,20 @@ def _symmetric_conv1d(inputs, kernel, stride: int):
     which is what makes a clip's features independent of how much padding follows
     it (TF "SAME" padding would shift the window by one frame on even lengths). The
     output has ceil(T / stride) frames, the same count as "SAME".
+
+    A width-1 kernel with stride > 1 takes every stride-th frame first and then
+    convolves with stride 1: the same outputs, bit for bit, but it keeps the
+    convolution off oneDNN's strided 1x1 backward-weights kernel, which on x86
+    CPUs writes past its workspace when the input has fewer channels than the
+    kernel's channel block (16 with AVX-512, 8 with AVX2; uxlfoundation/oneDNN
+    issue 6035, which also reports wrong weight gradients). With finite inputs,
+    depending on the batch size, that heap corruption aborts the whole process
+    (SIGABRT or SIGSEGV) in `Conv2DBackpropFilter`.
     """
-    half = (int(kernel.shape[0]) - 1) // 2
+    width = int(kernel.shape[0])
+    if width == 1 and stride > 1:
+        return ops.conv(inputs[:, ::stride], kernel, strides=1, padding="valid")
+    half = (width - 1) // 2
     if half:
         inputs = ops.pad(inputs, [[0, 0], [half, half], [0, 0]])
     return ops.conv(inputs, kernel, strides=stride, padding="valid")
@@ -65,42 +80,6 @@ class LengthMask(keras.layers.Layer):
         positions = ops.arange(steps, dtype="int32")
         lengths = ops.cast(lengths, "int32")
         return ops.cast(ops.less(positions[None, :], lengths[:, None]), "float32")
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class NonFiniteGuard(keras.layers.Layer):
-    """Zeros padding and drops whole clips whose valid steps hold NaN or Inf (or flagged absent).
-
-    A clip with a non-finite value at any valid step of any of the given streams is
-    treated as having no valid step at all: its mask becomes all zeros and its
-    values are replaced by zeros. The network downstream therefore never sees a
-    non-finite number (which would poison the gradients of every weight it meets),
-    and the clip is left out of the loss by its mask. Such clips are bad data:
-    `trainer.retrieval.model.validate_clip` rejects them before they are written.
-    """
-
-    def call(self, values, mask, present=None):
-        """Applies the guard.
-
-        Args:
-          values: list of [B, T, D_k] tensors sharing the time axis and `mask`.
-          mask: [B, T] float 0/1 mask of valid steps.
-          present: optional [B] float flags; a clip flagged 0 is dropped too (a clip
-            without audio, whose stored silence must not enter batch statistics).
-
-        Returns:
-          (clean_values, clean_mask): the list with masked and dropped steps set to
-          zero, and the [B, T] float32 mask with dropped clips zeroed.
-        """
-        valid = _bool_mask(mask)
-        clip_ok = None if present is None else _bool_mask(present)
-        for value in values:
-            finite = ops.all(ops.isfinite(value), axis=-1)
-            ok = ops.all(ops.logical_or(finite, ops.logical_not(valid)), axis=-1)
-            clip_ok = ok if clip_ok is None else ops.logical_and(clip_ok, ok)
-        valid = ops.logical_and(valid, clip_ok[:, None])
-        clean = [ops.where(valid[:, :, None], value, ops.zeros_like(value)) for value in values]
-        return clean, ops.cast(valid, "float32")
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -200,7 +179,7 @@ class ResidualBlock1D(keras.layers.Layer):
         hidden = _symmetric_conv1d(hidden, self.kernel2, 1)
         hidden = self.bn2(hidden, training=training, mask=out_mask)
         if self.shortcut_bn is not None:
-            shortcut = ops.conv(inputs, self.shortcut_kernel, strides=self.stride, padding="valid")
+            shortcut = _symmetric_conv1d(inputs, self.shortcut_kernel, self.stride)
             shortcut = self.shortcut_bn(shortcut, training=training, mask=out_mask)
         else:
             shortcut = inputs

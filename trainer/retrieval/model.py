@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from trainer import guards
 from trainer.retrieval import layers as rl
 from trainer.retrieval.config import RetrievalModelConfig
 from trainer.retrieval.losses import mms_loss
@@ -60,10 +61,17 @@ def _build_graph(cfg: RetrievalModelConfig):
         inputs[VISUAL_3D] = keras.Input(shape=(None, cfg.visual_3d_dim), name=VISUAL_3D)
     inputs[VISUAL_MASK] = keras.Input(shape=(None,), dtype="float32", name=VISUAL_MASK)
 
+    # Non-finite inputs stop at the guards, before any layer: the clip is dropped
+    # from both branches (a clip with bad visual features also leaves the audio
+    # batch statistics), so it changes nothing and no NaN meets a kernel.
+    streams = [inputs[VISUAL_2D]] + ([inputs[VISUAL_3D]] if cfg.use_3d else [])
+    visual_finite = guards.FiniteClips(name="visual_finite")(streams, inputs[VISUAL_MASK])
+    audio_keep = keras.layers.Multiply(name="audio_keep")([inputs[AUDIO_PRESENT], visual_finite])
+    audio_mask = rl.LengthMask(name="audio_length_mask")(inputs[AUDIO_LENGTH], inputs[AUDIO])
+    (audio,), audio_mask = guards.NonFiniteGuard(name="audio_guard")([inputs[AUDIO]], audio_mask, audio_keep)
+
     # Audio branch: ResDAVEnet -> mean over valid frames -> GEU -> linear to the embedding size
     # (gating at the encoder width, as AVLnet does for stability at 4096-d).
-    audio_mask = rl.LengthMask(name="audio_length_mask")(inputs[AUDIO_LENGTH], inputs[AUDIO])
-    (audio,), audio_mask = rl.NonFiniteGuard(name="audio_guard")([inputs[AUDIO]], audio_mask, inputs[AUDIO_PRESENT])
     encoder = rl.ResDAVEnet(
         num_mel_bins=cfg.num_mel_bins,
         first_conv_channels=cfg.first_conv_channels,
@@ -78,8 +86,7 @@ def _build_graph(cfg: RetrievalModelConfig):
     audio_emb = keras.layers.Dense(cfg.embedding_dim, name="audio_projection")(audio_emb)
 
     # Video branch: per stream max over valid steps, L2-normalize, concatenate [2D, 3D], GEU.
-    streams = [inputs[VISUAL_2D]] + ([inputs[VISUAL_3D]] if cfg.use_3d else [])
-    streams, visual_mask = rl.NonFiniteGuard(name="visual_guard")(streams, inputs[VISUAL_MASK])
+    streams, visual_mask = guards.NonFiniteGuard(name="visual_guard")(streams, inputs[VISUAL_MASK])
     pooled_streams = [
         rl.MaskedMaxPooling(l2_normalize=True, name=f"{name}_pool")(stream, visual_mask)
         for name, stream in zip((VISUAL_2D, VISUAL_3D), streams)
@@ -111,6 +118,10 @@ class AVLnet(keras.Model):
       visual_2d: [B, T_v, visual_2d_dim] per-step 2D features.
       visual_3d: [B, T_v, visual_3d_dim] per-step 3D features (only when `use_3d`).
       visual_mask: [B, T_v] float32 0/1 valid visual steps (an image is T_v = 1).
+
+    A clip with NaN or Inf at a valid step of any of these inputs is dropped, as a
+    clip without audio is: its values are zeroed before any layer sees them, it
+    takes no part in the batch statistics and the loss leaves it out.
 
     Outputs (dict):
       audio_embedding: [B, embedding_dim].
