@@ -61,6 +61,11 @@ FileNotFoundError when the reader is called; a file that is not JSON, not the
 expected JSON object, or a durations CSV without its columns raises ValueError
 when the iterator is first advanced.
 
+A job checks its file with check_annotations before it starts: that reads up
+to the first video and raises ValueError when the file gives none (the wrong
+format, or a file whose every entry is refused), naming the file, the format,
+the first reasons and, from guess_format, the format the file looks like.
+
 Rejected.reason is `<kind>: <what is wrong, naming the value> (<where>)`, so
 the dead letter can be grouped by kind; ReadStats.rejected counts the same kinds.
 Caption text has its whitespace normalized (stripped, runs collapsed to one
@@ -112,6 +117,9 @@ DURATION_COLUMNS = ("length", "duration")
 Item = Union[VideoAnnotation, Rejected]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# check_annotations quotes this many refusal reasons; guess_format reads this many bytes.
+_CHECK_REASONS = 3
+_SNIFF_BYTES = 1 << 16
 
 
 @dataclasses.dataclass
@@ -1131,6 +1139,114 @@ def read_annotations(fmt: str, path: str, **kwargs) -> Iterator[Item]:
     return reader(path, **kwargs)
 
 
+def check_annotations(fmt: str, path: str, **kwargs) -> None:
+    """Reads `path` as `fmt` up to its first video, so that a wrong file or format stops a job before it starts.
+
+    A file where some entries are refused passes: the job sends those to its
+    dead letter. A file that gives no video at all fails, since a job over it
+    would write nothing: either the format is wrong or the file is. The read
+    stops at the first video, so a good file costs only what the reader must
+    read to emit one (JSON formats and Charades-STA read the whole file).
+
+    Args:
+      fmt: a key of READERS.
+      path: the annotation file (the corpus directory for 'builtin').
+      **kwargs: the format's reader arguments, as for read_annotations.
+
+    Raises:
+      ValueError: the file gives no video, or cannot be read as `fmt` at all;
+        the message names the file, the format, the refusals by kind, the first
+        reasons, and the format the file looks like when that is another one.
+        Also as read_annotations (unknown format, bad reader arguments).
+      FileNotFoundError: as read_annotations; when `path` exists but looks like
+        another format (a corpus directory given with a file format), the
+        message says which.
+    """
+    stats = kwargs.setdefault("stats", ReadStats())
+    try:
+        items = read_annotations(fmt, path, **kwargs)
+    except FileNotFoundError as e:
+        # E.g. a corpus directory given with a file format: say what it is.
+        looks_like = _looks_like(path, fmt)
+        if not looks_like:
+            raise
+        raise FileNotFoundError(f"{str(e).rstrip('.')}.{looks_like}") from e
+    reasons: list[str] = []
+    try:
+        for item in items:
+            if isinstance(item, VideoAnnotation):
+                return
+            if len(reasons) < _CHECK_REASONS:
+                reasons.append(item.reason if len(item.reason) <= 200 else item.reason[:197] + "...")
+    except ValueError as e:
+        reason = str(e).rstrip(".")
+        raise ValueError(f"{path} cannot be read as format {fmt!r}: {reason}.{_looks_like(path, fmt)}") from e
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+    refused = sum(stats.rejected.values())
+    if refused:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in stats.rejected.most_common())
+        detail = f"every entry was refused ({kinds}); the first: {'; '.join(reasons)}"
+    else:
+        detail = "it holds no entries"
+    raise ValueError(f"{path} read as format {fmt!r} gives no video: {detail}.{_looks_like(path, fmt)}")
+
+
+def _looks_like(path: str, fmt: str) -> str:
+    guess = guess_format(path)
+    return f" It looks like format {guess!r}." if guess is not None and guess != fmt else ""
+
+
+def guess_format(path: str) -> Optional[str]:
+    """The format that `path` looks like from its first bytes, or None.
+
+    A cheap sniff for error messages, not a validation (the readers decide):
+    a directory with annotations.json is 'builtin'; a first line that is a JSON
+    object with `qid` or `relevant_windows` is 'qvhighlights'; other JSON is
+    told apart by the keys in its first 64 KiB ('database': 'youcook2';
+    'timestamps' and 'sentences': 'activitynet'; 'start', 'end' and 'text':
+    'howto100m'); a first line `vid start end##...` is 'charades_sta'.
+
+    Args:
+      path: an annotation file or corpus directory.
+
+    Returns:
+      A key of READERS, or None when nothing matches or the path cannot be read.
+    """
+    try:
+        if _exists(path, want_dir=True):
+            join = posixpath.join if _is_remote(path) else os.path.join
+            return "builtin" if _exists(join(path, "annotations.json"), want_dir=False) else None
+        if not _exists(path, want_dir=False):
+            return None
+        with _open_binary(path) as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return None
+    text = head.decode("utf-8-sig", errors="replace").lstrip()
+    first = text.split("\n", 1)[0].strip()
+    if text.startswith("{"):
+        try:
+            line = json.loads(first)
+        except json.JSONDecodeError:
+            line = None
+        if isinstance(line, dict) and ("qid" in line or "relevant_windows" in line):
+            return "qvhighlights"
+        keys = set(re.findall(r'"([^"\\]+)"\s*:', text))
+        if "database" in keys:
+            return "youcook2"
+        if {"timestamps", "sentences"} <= keys:
+            return "activitynet"
+        if {"start", "end", "text"} <= keys:
+            return "howto100m"
+        return None
+    if re.match(r"\S+\s+\S+\s+\S+\s*##", first):
+        return "charades_sta"
+    return None
+
+
 # ---------------------------------------------------------------- media paths
 
 
@@ -1141,11 +1257,12 @@ def resolve_media_path(
 
     The path is `<videos_dir>/<media_path>` when the annotation has a
     media_path, else `<videos_dir>/<video_id><ext>` for the first extension
-    whose file exists. Local paths are checked after resolving symlinks: a file
-    (or a symlink) that lands outside `videos_dir` is refused, so links to
-    media stored elsewhere must be made at the directory level (a symlinked
-    `videos_dir` is fine). Paths with a URL scheme (gs://...) go through
-    tf.io.gfile and are checked lexically.
+    whose file exists. The path is confined to `videos_dir` by confine_path:
+    local paths are checked after resolving symlinks, so a file (or a symlink)
+    that lands outside `videos_dir` is refused and links to media stored
+    elsewhere must be made at the directory level (a symlinked `videos_dir` is
+    fine). Paths with a URL scheme (gs://...) go through tf.io.gfile and are
+    checked lexically.
 
     Args:
       videos_dir: the directory media paths are relative to.
@@ -1170,9 +1287,11 @@ def resolve_media_path(
         candidates = [annotation.media_path]
     else:
         candidates = [annotation.video_id + ext for ext in extensions]
-    remote = _is_remote(videos_dir)
     # Refuse an escaping annotation before touching any file system.
-    paths = [_inside(videos_dir, relative, remote, annotation.video_id) for relative in candidates]
+    paths = [
+        confine_path(videos_dir, relative, f"Media path {relative!r} of video {annotation.video_id!r}", "videos dir")
+        for relative in candidates
+    ]
     if not _exists(videos_dir, want_dir=True):
         raise FileNotFoundError(f"Videos dir {videos_dir!r} of video {annotation.video_id!r}: no such directory.")
     for path in paths:
@@ -1181,27 +1300,47 @@ def resolve_media_path(
     raise FileNotFoundError(f"No media file for video {annotation.video_id!r}; tried: {', '.join(paths)}.")
 
 
-def _inside(videos_dir: str, relative: str, remote: bool, video_id: str) -> str:
-    """Joins `relative` onto `videos_dir`, refusing any path that leaves it."""
+def confine_path(directory: str, relative: str, what: str, directory_kind: str = "directory") -> str:
+    """Joins `relative` onto `directory`, refusing any path that leaves it.
+
+    The one confinement rule for every path that input data names (media
+    paths, imported feature files): local paths are checked after resolving
+    symlinks, so a file or a symlink that lands outside `directory` is refused
+    (a symlinked `directory` itself is fine); paths with a URL scheme (gs://...)
+    are checked lexically. Nothing is read: the file need not exist.
+
+    Args:
+      directory: the directory the path must stay in.
+      relative: the path from the input data, relative to `directory`.
+      what: the path and whose it is, starting an error message
+        (e.g. "Media path 'a.mp4' of video 'a'").
+      directory_kind: what `directory` is, for the message (e.g. "videos dir").
+
+    Returns:
+      `directory` joined with `relative`.
+
+    Raises:
+      ValueError: naming `what` and `directory`, if `relative` is empty, holds a
+        NUL byte, is absolute, climbs out with '..', names the directory itself,
+        or resolves (through symlinks) outside it.
+    """
 
     def escape(detail: str) -> ValueError:
-        return ValueError(
-            f"Media path {relative!r} of video {video_id!r} is not a file inside videos dir {videos_dir!r}: {detail}."
-        )
+        return ValueError(f"{what} is not a file inside {directory_kind} {directory!r}: {detail}.")
 
-    if not relative or "\x00" in relative:
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
         raise escape("it is empty or contains a NUL byte")
-    if remote:
+    if _is_remote(directory):
         if relative.startswith("/") or _is_remote(relative):
             raise escape("it is absolute")
         normalized = posixpath.normpath(relative)
         if normalized == ".." or normalized.startswith("../"):
             raise escape("it climbs out with '..'")
-        return videos_dir.rstrip("/") + "/" + normalized
+        return directory.rstrip("/") + "/" + normalized
     if os.path.isabs(relative):
         raise escape("it is absolute")
-    path = os.path.join(videos_dir, relative)
-    root = os.path.realpath(videos_dir)
+    path = os.path.join(directory, relative)
+    root = os.path.realpath(directory)
     real = os.path.realpath(path)
     if real == root:
         raise escape("it names the directory itself")

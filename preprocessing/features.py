@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
+import uuid
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -108,15 +111,18 @@ def _ints(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
-def _matrix_bytes(x: np.ndarray, storage_dtype: str) -> bytes:
-    return np.ascontiguousarray(x, dtype=np.dtype(storage_dtype).newbyteorder("<")).tobytes()
+def _stored_matrix(x: np.ndarray, storage_dtype: str) -> np.ndarray:
+    """`x` as stored: contiguous little-endian `storage_dtype`."""
+    with np.errstate(over="ignore"):  # Overflow is checked by the caller, naming the key.
+        return np.ascontiguousarray(x, dtype=np.dtype(storage_dtype).newbyteorder("<"))
 
 
 def to_example(v: VideoFeatures, storage_dtype: str = "float16") -> tf.train.Example:
     """Serializes one video into a tf.train.Example.
 
     Raises:
-      ValueError: inconsistent caption lists, non-2D matrices, or non-finite values.
+      ValueError: inconsistent caption lists, non-2D matrices, non-finite
+        values, or finite values past the storage dtype's range.
     """
 
     if storage_dtype not in STORAGE_DTYPES:
@@ -139,19 +145,30 @@ def to_example(v: VideoFeatures, storage_dtype: str = "float16") -> tf.train.Exa
         CAPTION_AUDIO_DEPENDENT: _ints(v.caption_audio_dependent),
     }
     mats = {AUDIO: v.audio, **{stream_keys(s)["features"]: m for s, m in v.visual.items()}}
+    stored = {}
     for key, m in mats.items():
         if m.ndim != 2:
             raise ValueError(f"{v.video_id}: {key} must be 2-D (frames, dim), got shape {m.shape}.")
         if not np.all(np.isfinite(m)):
             raise ValueError(f"{v.video_id}: {key} contains NaN or Inf.")
-    feats[AUDIO] = _bytes([_matrix_bytes(v.audio, storage_dtype)])
+        stored[key] = _stored_matrix(m, storage_dtype)
+        # Checked after the cast too: a finite value past the storage dtype's
+        # range (65504 for float16) would be stored as inf.
+        if not np.all(np.isfinite(stored[key])):
+            finite_max = float(np.finfo(storage_dtype).max)
+            raise ValueError(
+                f"{v.video_id}: {key} holds values up to {float(np.max(np.abs(m))):.6g} in magnitude, past "
+                f"{storage_dtype}'s largest finite value {finite_max:.6g}, so they would be stored as inf; "
+                f"set storage_dtype=float32 or scale the features."
+            )
+    feats[AUDIO] = _bytes([stored[AUDIO].tobytes()])
     feats[AUDIO_FRAMES] = _ints([v.audio.shape[0]])
     feats[AUDIO_BINS] = _ints([v.audio.shape[1]])
     feats[AUDIO_RATE] = _floats([v.audio_rate])
     feats[AUDIO_PRESENT] = _ints([int(bool(v.audio_present))])
     for stream, m in v.visual.items():
         k = stream_keys(stream)
-        feats[k["features"]] = _bytes([_matrix_bytes(m, storage_dtype)])
+        feats[k["features"]] = _bytes([stored[k["features"]].tobytes()])
         feats[k["num_frames"]] = _ints([m.shape[0]])
         feats[k["dim"]] = _ints([m.shape[1]])
         feats[k["rate"]] = _floats([v.visual_rate[stream]])
@@ -232,27 +249,61 @@ def parse_example(
 
 
 METADATA_FILE = "schema.json"
+# Files being written carry this marker until they are renamed into place.
+TEMP_MARKER = ".tmp-"
+
+
+def temp_path(path: str) -> str:
+    """A unique temporary name beside `path`, hidden from the record patterns (leading dot)."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}{TEMP_MARKER}{uuid.uuid4().hex}")
 
 
 def write_metadata(path: str, metadata: Mapping[str, Any]) -> None:
-    """Writes the dataset's schema/metadata JSON (counts, dims, rates, config)."""
+    """Writes the dataset's schema/metadata JSON (counts, dims, rates, files, config).
 
-    with tf.io.gfile.GFile(path, "w") as f:
+    The file is written under a temporary name and renamed into place, so a
+    reader sees either no schema file or a complete one.
+    """
+
+    tmp = temp_path(path)
+    with tf.io.gfile.GFile(tmp, "w") as f:
         json.dump({"schema_version": SCHEMA_VERSION, **metadata}, f, indent=2, sort_keys=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def invalidate_metadata(output_dir: str) -> bool:
+    """Removes `<output_dir>/schema.json` before a job rewrites the records it describes.
+
+    Until the job writes a new one, readers refuse the directory instead of
+    reading a mix of old and new shards.
+
+    Returns:
+      Whether there was a schema file to remove.
+    """
+    path = os.path.join(output_dir, METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        return False
+    logging.info("Removing %s: the records it describes are about to be rewritten.", path)
+    tf.io.gfile.remove(path)
+    return True
 
 
 def read_metadata(records_dir: str) -> dict:
     """Reads `<records_dir>/schema.json`.
 
     Raises:
-      FileNotFoundError: the directory holds no schema file (not a records dir).
+      FileNotFoundError: the directory holds no schema file: not a records
+        dir, or the job that writes it did not finish.
       ValueError: the schema version is not one this code reads.
     """
-    import os
-
     path = os.path.join(records_dir, METADATA_FILE)
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{records_dir}: no {METADATA_FILE}; is this a preprocessing output dir?")
+        raise FileNotFoundError(
+            f"{records_dir}: no {METADATA_FILE}. The preprocessing job writes it last, once every shard is "
+            f"in place, so either this is not a preprocessing output dir or the job did not finish (it failed "
+            f"or was killed): rerun `python -m preprocessing.pipeline --output_dir {records_dir} ...`."
+        )
     with tf.io.gfile.GFile(path) as f:
         meta = json.load(f)
     if meta.get("schema_version") != SCHEMA_VERSION:

@@ -17,6 +17,8 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from preprocessing import annotations as annotations_lib
+
 logger = logging.getLogger(__name__)
 
 RESAMPLE_METHODS = ("mean", "nearest")
@@ -84,10 +86,23 @@ class NpyFeatureSource:
         self.version = f"npy:{os.path.join(directory, pattern)}"
 
     def path(self, video_id: str) -> str:
-        """The file that holds `video_id`'s features."""
-        return os.path.join(self.directory, self.pattern.format(video_id=video_id))
+        """The file that holds `video_id`'s features, confined to `directory`.
+
+        Video ids come from annotation files, so the file name they make is
+        confined as media paths are (annotations_lib.confine_path): an id such as
+        '../secret' or '/etc/x', or a file that is a symlink leading out of
+        `directory`, is refused.
+
+        Raises:
+          ValueError: the file would lie outside `directory`; the message names
+            the video, the file name and the directory.
+        """
+        relative = self.pattern.format(video_id=video_id)
+        what = f"Feature file {relative!r} of video {video_id!r}"
+        return annotations_lib.confine_path(self.directory, relative, what, "feature directory")
 
     def __contains__(self, video_id: str) -> bool:
+        """Whether `video_id` has a feature file; raises ValueError as `path` for an escaping id."""
         return tf.io.gfile.exists(self.path(video_id))
 
     def load(self, video_id: str) -> np.ndarray:
@@ -98,8 +113,9 @@ class NpyFeatureSource:
 
         Raises:
           KeyError: no file for `video_id` (the message names the id and the path).
-          ValueError: the file is not a numpy array file, or its array is not a
-            finite non-empty (N, dim) matrix.
+          ValueError: the file would lie outside `directory` (see `path`), is not
+            a numpy array file, or its array is not a finite non-empty (N, dim)
+            matrix.
         """
         path = self.path(video_id)
         if not tf.io.gfile.exists(path):

@@ -19,7 +19,10 @@ Policies, which the Beam job and the local predictor rely on:
   `info["truncated"] = True` and `duration` set to the decoded length). An MP4 cut
   before its index (`moov` atom at the end) cannot be opened at all and raises.
 - Every failure (missing, empty, unreadable, truncated file; no video stream when
-  frames are asked) raises `MediaError`, a `ValueError` naming the file and the reason.
+  frames are asked) raises `MediaError`, a `ValueError` naming the file and the reason;
+  the last one raises its subclass `NoVideoStreamError`, so that a job can tell an
+  audio-only input from a broken one. Audio files (`is_audio_file`) have no video
+  stream by their kind: `decode_media` returns them without frames.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ class MediaError(ValueError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class NoVideoStreamError(MediaError):
+    """Frames were asked of a container that has no video stream (e.g. an audio-only m4a)."""
 
 
 @dataclasses.dataclass
@@ -211,8 +218,10 @@ def decode_video(
       The decoded media; see the module docstring for the policies.
 
     Raises:
-      MediaError: the file is missing, empty, not media, truncated, has neither
-        stream, or has no video stream although `frame_rate` was given.
+      MediaError: the file is missing, empty, not media, truncated, or has
+        neither stream.
+      NoVideoStreamError: the file has no video stream although `frame_rate`
+        was given.
       ValueError: an argument is out of range.
     """
     path = os.fspath(path)
@@ -242,7 +251,7 @@ def _decode_container(
     video = container.streams.video[0] if container.streams.video else None
     audio = container.streams.audio[0] if container.streams.audio else None
     if frame_rate is not None and video is None:
-        raise MediaError(path, f"has no video stream, but frames were asked for (frame_rate={frame_rate})")
+        raise NoVideoStreamError(path, f"has no video stream, but frames were asked for (frame_rate={frame_rate})")
     if video is None and audio is None:
         raise MediaError(path, "has neither an audio nor a video stream")
     streams = [s for s in (video if frame_rate is not None else None, audio) if s is not None]
@@ -429,6 +438,11 @@ def decode_audio_file(path: str, sample_rate: int = 16000) -> DecodedMedia:
     )
 
 
+def is_audio_file(path: str) -> bool:
+    """Whether `path` is a standalone audio file by its extension (`AUDIO_EXTENSIONS`): it has no video stream."""
+    return os.path.splitext(os.fspath(path))[1].lower() in AUDIO_EXTENSIONS
+
+
 def decode_media(
     path: str,
     sample_rate: int = 16000,
@@ -449,8 +463,8 @@ def decode_media(
       The decoded media.
 
     Raises:
-      MediaError: as `decode_video` / `decode_audio_file`.
+      MediaError: as `decode_video` (NoVideoStreamError included) / `decode_audio_file`.
     """
-    if os.path.splitext(os.fspath(path))[1].lower() in AUDIO_EXTENSIONS:
+    if is_audio_file(path):
         return decode_audio_file(path, sample_rate)
     return decode_video(path, sample_rate, frame_rate, max_side, allow_truncated)

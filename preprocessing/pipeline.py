@@ -10,9 +10,15 @@ runner untouched (`--runner`, `--direct_num_workers`,
 `--setup_file` ...). An option that is neither a job flag nor a Beam option is
 an error, so a mistyped flag never vanishes.
 
+Before the pipeline starts, the job checks what its flags name (check_inputs,
+check_output_dir): a videos dir that is not there, an output dir it cannot
+write, or annotations that give no video as --format ends it with exit 2 and a
+message naming the input. Bad videos and captions go to the dead letter.
+
 Outputs under --output_dir:
   <split>/<split>-SSSSS-of-NNNNN.tfrecord.gz   one tf.train.Example per video
-  schema.json                                 counts, dims, rates, resolved config
+  schema.json                                 counts, dims, rates, resolved config and
+                                              the exact shard files (written last)
   deadletter/rejected.jsonl                   every refused input with stage and reason
   config.yaml                                 the resolved job config
 """
@@ -26,6 +32,7 @@ import logging
 import math
 import os
 import sys
+import uuid
 from typing import Iterable, Optional
 
 import apache_beam as beam
@@ -136,6 +143,14 @@ class ExtractFeaturesFn(beam.DoFn):
         self._no_audio = Metrics.counter(NAMESPACE, "videos_without_audio")
         self._captions = Metrics.counter(NAMESPACE, "captions_written")
 
+    def _no_video_reason(self) -> str:
+        streams = ", ".join(f"{s} ({self._stream_cfgs[s].extractor})" for s in sorted(self._extractors))
+        return (
+            f"no video stream; this job needs visual features, extracted from frames for {streams}. "
+            "Give this video's visual features as imported ones (imported_2d / imported_3d), "
+            "or set those streams' extractor to '' to write audio-only records"
+        )
+
     def process(self, ann: VideoAnnotation):
         from preprocessing import audio, imported, media
 
@@ -145,7 +160,12 @@ class ExtractFeaturesFn(beam.DoFn):
         except (ValueError, FileNotFoundError) as e:
             yield _rejected(ann.video_id, "ResolveMedia", str(e))
             return
+        # Frames are decoded only for extractors; with imported (or no) visual
+        # streams an audio-only input makes a good record.
         need_frames = bool(self._extractors)
+        if need_frames and media.is_audio_file(path):
+            yield _rejected(path, "DecodeVideo", self._no_video_reason())
+            return
         try:
             decoded = media.decode_media(
                 path,
@@ -153,6 +173,9 @@ class ExtractFeaturesFn(beam.DoFn):
                 frame_rate=cfg.decode_frame_rate if need_frames else None,
                 max_side=cfg.max_side or None,
             )
+        except media.NoVideoStreamError:
+            yield _rejected(path, "DecodeVideo", self._no_video_reason())
+            return
         except (media.MediaError, OSError) as e:
             yield _rejected(path, "DecodeVideo", str(e))
             return
@@ -226,7 +249,12 @@ def shard_path(output_dir: str, split: str, shard: int, num_shards: int) -> str:
 
 
 class WriteShardFn(beam.DoFn):
-    """Writes one shard: its records sorted by video id, so output is deterministic."""
+    """Writes one shard: its records sorted by video id, so output is deterministic.
+
+    The shard is written under a temporary name and renamed into place, so a
+    killed worker never leaves a half-written file under a shard's name.
+    Emits (split, path relative to the output dir, number of records).
+    """
 
     def __init__(self, output_dir: str, num_shards: int):
         self._output_dir = output_dir
@@ -239,14 +267,19 @@ class WriteShardFn(beam.DoFn):
         path = shard_path(self._output_dir, split, shard, self._num_shards)
         tf.io.gfile.makedirs(os.path.dirname(path))
         ordered = sorted(records, key=lambda r: r[0])
-        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        tmp = features.temp_path(path)
+        with tf.io.TFRecordWriter(tmp, options="GZIP") as writer:
             for _, serialized in ordered:
                 writer.write(serialized)
-        yield path
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+        yield split, f"{split}/{os.path.basename(path)}", len(ordered)
 
 
 class WriteRecords(beam.PTransform):
-    """Shards (split, video_id, bytes) by a stable hash and writes every shard file."""
+    """Shards (split, video_id, bytes) by a stable hash and writes every shard file.
+
+    Returns a PCollection of (split, relative path, number of records), one per shard.
+    """
 
     def __init__(self, output_dir: str, num_shards: int, splits: Iterable[str]):
         super().__init__()
@@ -269,6 +302,37 @@ class WriteRecords(beam.PTransform):
         )
 
 
+def remove_stale_shards(output_dir: str, record_pattern: str, listed: Iterable[str], splits: Iterable[str]) -> list:
+    """Removes shard files (and leftover temporary files) that `listed` does not name.
+
+    They are what an earlier run left behind (e.g. one with another
+    num_shards, or one that was killed); no schema file describes them.
+
+    Args:
+      output_dir: the job's output dir.
+      record_pattern: the shard glob relative to output_dir, with '{split}'.
+      listed: the shard paths (relative to output_dir) the new schema lists.
+      splits: the splits to look in.
+
+    Returns:
+      The removed paths.
+    """
+    import tensorflow as tf
+
+    keep = set(listed)
+    removed = []
+    for split in splits:
+        # Compared by name within the split dir: glob may spell output_dir differently.
+        shards = tf.io.gfile.glob(os.path.join(output_dir, record_pattern.format(split=split)))
+        stale = [p for p in shards if f"{split}/{os.path.basename(p)}" not in keep]
+        leftovers = tf.io.gfile.glob(os.path.join(output_dir, split, f".{split}-*{features.TEMP_MARKER}*"))
+        for path in sorted(stale) + sorted(leftovers):
+            logging.warning("Removing %s: left by an earlier run, not part of this job's output.", path)
+            tf.io.gfile.remove(path)
+            removed.append(path)
+    return removed
+
+
 def _merge_dims(dims_list: Iterable[dict]) -> dict:
     merged: dict = {}
     for dims in dims_list:
@@ -278,14 +342,21 @@ def _merge_dims(dims_list: Iterable[dict]) -> dict:
 
 
 class WriteMetadataFn(beam.DoFn):
-    """Writes schema.json once all records are known (counts, dims, rates, config)."""
+    """Writes schema.json once every shard and the dead letter are written.
+
+    schema.json (counts, dims, rates, config) lists exactly the shard files of
+    this run with their record counts; shard files of earlier runs that it does
+    not list are removed first, and it is written under a temporary name and
+    renamed, so it is the job's last output.
+    """
 
     def __init__(self, output_dir: str, cfg: PreprocessConfig, job: dict):
         self._output_dir = output_dir
         self._cfg = cfg
         self._job = job
 
-    def process(self, _, counts, dims, rejected):
+    def process(self, shards, counts, dims, rejected, deadletter):
+        del deadletter  # A side input only so that this runs after the dead letter is written.
         dims = _merge_dims(dims)
         inconsistent = {k: v for k, v in dims.items() if len(v) > 1}
         if inconsistent:
@@ -301,11 +372,15 @@ class WriteMetadataFn(beam.DoFn):
                 "dim": dims[features.AUDIO_EMBEDDING][0],
                 "rate": 1.0 / cfg.audio_embedding.hop_seconds,
             }
+        files = {s: sorted(rel for split, rel, _ in shards if split == s) for s in SPLITS}
+        record_pattern = "{split}/{split}-*-of-*" + RECORD_SUFFIX
         meta = {
             "counts": {s: int(counts.get(s, 0)) for s in sorted(set(counts) | set(SPLITS))},
             "rejected": int(rejected),
             "num_shards": cfg.num_shards,
-            "record_pattern": "{split}/{split}-*-of-*" + RECORD_SUFFIX,
+            "record_pattern": record_pattern,
+            "files": files,
+            "file_records": {rel: int(n) for _, rel, n in sorted(shards)},
             "storage_dtype": cfg.storage_dtype,
             "audio": {
                 "feature": features.AUDIO,
@@ -317,8 +392,10 @@ class WriteMetadataFn(beam.DoFn):
             "config": hyperparams.to_dict(cfg),
             "job": self._job,
         }
+        remove_stale_shards(self._output_dir, record_pattern, meta["file_records"], SPLITS)
         path = os.path.join(self._output_dir, features.METADATA_FILE)
         features.write_metadata(path, meta)
+        logging.info("Wrote %s listing %d shard files.", path, len(meta["file_records"]))
         yield path
 
 
@@ -334,7 +411,8 @@ def build_pipeline(
     """Adds the job's steps to `p`.
 
     Returns:
-      Dict of the PCollections 'shards' (written paths), 'rejected' and 'metadata'.
+      Dict of the PCollections 'shards' ((split, path relative to output_dir,
+      number of records) per written shard), 'rejected' and 'metadata'.
     """
     read = (
         p
@@ -350,7 +428,7 @@ def build_pipeline(
     records = extracted.records
     shards = records | "WriteRecords" >> WriteRecords(output_dir, cfg.num_shards, SPLITS)
     rejected = (read[REJECTED], extracted[REJECTED]) | "MergeRejected" >> beam.Flatten()
-    (
+    deadletter = (
         rejected
         | "RejectedToJson" >> beam.Map(lambda r: json.dumps(r.to_json(), ensure_ascii=False, sort_keys=True))
         | "SortRejected" >> beam.combiners.ToList()
@@ -372,15 +450,18 @@ def build_pipeline(
     dims = dims | "ParseDims" >> beam.Map(json.loads) | "DimsList" >> beam.combiners.ToList()
     n_rejected = rejected | "CountRejected" >> beam.combiners.Count.Globally()
     job = {"annotations": annotations, "format": fmt, "videos_dir": videos_dir, "output_dir": output_dir}
+    # schema.json goes last: its main input is every written shard, and the
+    # dead letter's written file is a side input it waits for.
     metadata = (
         shards
-        | "AllWritten" >> beam.combiners.Count.Globally()
+        | "AllWritten" >> beam.combiners.ToList()
         | "WriteMetadata"
         >> beam.ParDo(
             WriteMetadataFn(output_dir, cfg, job),
             counts=beam.pvalue.AsSingleton(counts),
             dims=beam.pvalue.AsSingleton(dims),
             rejected=beam.pvalue.AsSingleton(n_rejected),
+            deadletter=beam.pvalue.AsList(deadletter),
         )
     )
     return {"shards": shards, "rejected": rejected, "metadata": metadata}
@@ -430,8 +511,82 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     return args, rest
 
 
+def check_inputs(cfg: PreprocessConfig, annotations: str, fmt: str, videos_dir: str, reader_kwargs: dict) -> None:
+    """Checks every input the job names before any worker starts; local or remote (gs://...) paths.
+
+    A bad input found here would otherwise end the job with exit 0 and nothing
+    written (every video dead-lettered), or crash every worker.
+
+    Args:
+      cfg: the resolved job config (its imported feature paths are checked).
+      annotations: the annotation file (corpus dir for 'builtin').
+      fmt: the annotation format.
+      videos_dir: the directory media paths are resolved in.
+      reader_kwargs: the format's reader arguments.
+
+    Raises:
+      FileNotFoundError: `videos_dir` or an imported feature path does not exist.
+      ValueError: a path cannot be checked (e.g. an unknown file system), the
+        reader's arguments are wrong, or the annotations give no video read as
+        `fmt` (see annotations.check_annotations).
+    """
+    import tensorflow as tf
+
+    from preprocessing import imported
+
+    try:
+        is_dir = tf.io.gfile.isdir(videos_dir)
+        exists = is_dir or tf.io.gfile.exists(videos_dir)
+    except tf.errors.OpError as e:
+        raise ValueError(f"--videos_dir {videos_dir}: cannot be checked: {e.message}") from e
+    if not is_dir:
+        what = "is a file, not a directory" if exists else "does not exist"
+        raise FileNotFoundError(
+            f"--videos_dir {videos_dir} {what}; pass the directory that the annotations' media paths are relative to."
+        )
+    for name, imported_cfg in (("imported_2d", cfg.imported_2d), ("imported_3d", cfg.imported_3d)):
+        try:
+            if imported_cfg.kind == "npy":
+                imported.NpyFeatureSource(imported_cfg.path, imported_cfg.rate)
+            elif imported_cfg.kind == "hdf5":
+                imported.Hdf5FeatureSource(imported_cfg.path, imported_cfg.rate, imported_cfg.dataset_key or None)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{name}.path: {e}") from e
+    # Reads up to the first video: a missing --split or --durations, a file of
+    # another format, or one whose every entry is refused stops the job here.
+    annotations_lib.check_annotations(fmt, annotations, **reader_kwargs)
+
+
+def check_output_dir(output_dir: str) -> None:
+    """Creates `output_dir` and writes and removes a probe file in it, on any file system.
+
+    Raises:
+      ValueError: naming `output_dir` and the file system's error, if it cannot be
+        created or written (a read-only place, a parent that is a file, no access).
+    """
+    import tensorflow as tf
+
+    probe = os.path.join(output_dir, f".write-probe-{uuid.uuid4().hex}")
+    try:
+        tf.io.gfile.makedirs(output_dir)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("probe\n")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        raise ValueError(
+            f"--output_dir {output_dir}: cannot create it or write a file in it ({reason}); "
+            "pass a directory that this job may create and write."
+        ) from e
+
+
 def run(argv=None) -> dict:
-    """Runs the job; returns the final counter values."""
+    """Runs the job; returns the final counter values.
+
+    Every input and the output dir are checked before the pipeline starts
+    (check_inputs, check_output_dir), so a bad one stops the job with an error
+    that names it instead of a run that writes nothing.
+    """
     args, pipeline_args = parse_args(argv)
     cfg = hyperparams.load(PreprocessConfig, args.config, args.set)
     if not os.path.exists(args.annotations) and "://" not in args.annotations:
@@ -439,12 +594,14 @@ def run(argv=None) -> dict:
     reader_kwargs = {
         k: v for k, v in (("durations", args.durations), ("split", args.split), ("language", args.language)) if v
     }
-    # Readers check their arguments and files when called (reading is lazy), so
-    # a missing --split or --durations stops the job here, before any worker starts.
-    annotations_lib.read_annotations(args.format, args.annotations, **reader_kwargs)
+    check_inputs(cfg, args.annotations, args.format, args.videos_dir, reader_kwargs)
+    check_output_dir(args.output_dir)
     hyperparams.save(cfg, os.path.join(args.output_dir, "config.yaml"))
     options = PipelineOptions(pipeline_args)
     logging.info("Preprocessing %s (%s) -> %s", args.annotations, args.format, args.output_dir)
+    # Until the new schema.json is written, the directory must not pass for
+    # a finished one describing a mix of old and new shards.
+    features.invalidate_metadata(args.output_dir)
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, cfg, args.annotations, args.format, args.videos_dir, args.output_dir, reader_kwargs)
     result = p.result

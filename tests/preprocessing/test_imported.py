@@ -73,6 +73,50 @@ def test_npy_bad_arguments(tmp_path):
         imported.NpyFeatureSource(str(tmp_path), rate=0)
 
 
+@pytest.mark.parametrize(
+    "video_id, detail",
+    [
+        ("../secret", "it resolves to .*secret.npy', outside"),
+        ("sub/../../secret", "it resolves to .*secret.npy', outside"),
+        ("{root}/secret", "it is absolute"),
+        ("v_link", "it resolves to .*secret.npy', outside"),
+    ],
+)
+def test_npy_paths_are_confined_to_the_directory(tmp_path, video_id, detail):
+    features_dir = tmp_path / "features"
+    features_dir.mkdir()
+    np.save(tmp_path / "secret.npy", _features(3))
+    (features_dir / "v_link.npy").symlink_to(tmp_path / "secret.npy")
+    np.save(features_dir / "v_good.npy", _features(2))
+    source = imported.NpyFeatureSource(str(features_dir), rate=1.0)
+    video_id = video_id.format(root=tmp_path)
+    message = (
+        f"Feature file {re.escape(repr(video_id + '.npy'))} of video {re.escape(repr(video_id))} "
+        f"is not a file inside feature directory {re.escape(repr(str(features_dir)))}: {detail}"
+    )
+    with pytest.raises(ValueError, match=message):
+        source.load(video_id)
+    with pytest.raises(ValueError, match=message):
+        source.__contains__(video_id)
+    np.testing.assert_array_equal(source.load("v_good"), _features(2))
+
+
+def test_npy_pattern_cannot_leave_the_directory(tmp_path):
+    (tmp_path / "features").mkdir()
+    np.save(tmp_path / "v.npy", _features(2))
+    source = imported.NpyFeatureSource(str(tmp_path / "features"), rate=1.0, pattern="../{video_id}.npy")
+    with pytest.raises(ValueError, match=r"Feature file '\.\./v\.npy' of video 'v' is not a file inside"):
+        source.load("v")
+
+
+def test_npy_symlinked_directory_is_fine(tmp_path):
+    (tmp_path / "real").mkdir()
+    np.save(tmp_path / "real" / "v.npy", _features(2))
+    (tmp_path / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    source = imported.NpyFeatureSource(str(tmp_path / "linked"), rate=1.0)
+    np.testing.assert_array_equal(source.load("v"), _features(2))
+
+
 # --------------------------------------------------------------------------------------
 # HDF5 files, ActivityNet C3D style.
 
