@@ -23,7 +23,7 @@ from tqdm import tqdm
 from preprocessing import corpus_vocab, tts
 from preprocessing.corpus_vocab import ACTIONS, SceneObject
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: reproducible encoding (no x264 macroblock tree).
 SUPPORTED_LANGUAGES = tuple(code for code in corpus_vocab.LANGUAGES if code in tts.SUPPORTED_LANGUAGES)
 # Sample rates FFmpeg's native AAC encoder accepts.
 AAC_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -769,6 +769,21 @@ def _soundtrack(
 # --- Encoding ------------------------------------------------------------------------------------
 
 
+# libx264 settings that make its output a function of its input alone. One thread, so
+# nothing depends on the core count or the load. No macroblock tree: with B-frames, the
+# mbtree of x264 (core 165) reads memory it has not written while its frame pool fills,
+# so the first GOP's quantizers followed whatever the process's heap held (they changed
+# from run to run, with the worker count, and with glibc's MALLOC_PERTURB_); and its float
+# propagation is one of the few x264 routines whose SIMD versions may round differently.
+X264_PARAMS = "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"
+# RGB -> YUV 4:2:0 with swscale's exact C arithmetic, the same on every CPU.
+_SWS_EXACT = (
+    av.video.reformatter.Interpolation.BILINEAR
+    | av.video.reformatter.Interpolation.ACCURATE_RND
+    | av.video.reformatter.Interpolation.BITEXACT
+)
+
+
 def video_codec() -> str:
     """libx264 where the PyAV build has it, else MPEG-4 part 2."""
     try:
@@ -810,7 +825,13 @@ def _encode(
         vstream.codec_context.thread_count = 1
         vstream.codec_context.flags |= av.codec.context.Flags.bitexact
         if codec == "libx264":
-            vstream.codec_context.options = {"preset": "veryfast", "crf": "23", "threads": "1", "g": str(2 * fps)}
+            vstream.codec_context.options = {
+                "preset": "veryfast",
+                "crf": "23",
+                "threads": "1",
+                "g": str(2 * fps),
+                "x264-params": X264_PARAMS,
+            }
         else:
             # Constant quantizer 4, as `ffmpeg -q:v 4`.
             vstream.codec_context.qscale = True
@@ -834,7 +855,11 @@ def _encode(
             dy, dx = int(rng.integers(_NOISE_PAD)), int(rng.integers(_NOISE_PAD))
             frame += noise_bank[int(rng.integers(len(noise_bank))), dy : dy + h, dx : dx + w]
             image = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
-            vframe = av.VideoFrame.from_ndarray(image, format="rgb24")
+            # Converted here rather than by the encoder, whose scaler takes the fastest,
+            # CPU-dependent path.
+            vframe = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
+                format="yuv420p", interpolation=_SWS_EXACT, threads=1
+            )
             vframe.pts = f
             vframe.time_base = fractions.Fraction(1, fps)
             container.mux(vstream.encode(vframe))
@@ -1009,7 +1034,12 @@ def generate(cfg: SyntheticConfig, progress: bool = True) -> dict:
       videos/<video_id>.mp4: H.264 (MPEG-4 part 2 where the PyAV build lacks
         libx264), yuv420p, cfg.fps, cfg.width x cfg.height; AAC mono audio at
         cfg.sample_rate (16 kHz by default, which FFmpeg's AAC encoder takes
-        as is). Encoded single-threaded with fixed settings.
+        as is). Encoded single-threaded with fixed settings (X264_PARAMS, an
+        exact colour conversion, FFmpeg's bit-exact flags), so that the bytes
+        do not depend on the run, the load or the number of workers. Nor on
+        the x86-64 CPU, as far as checked (SSSE3 to AVX-512 give the same
+        video, AVX2 to AVX-512 the same audio): FFmpeg's AAC encoder rounds
+        differently without AVX2/FMA3, as it may on other architectures.
       annotations.json: ActivityNet Captions ({video_id: {"duration",
         "timestamps", "sentences"}}) plus the keys that `_annotation` lists;
         sorted keys, times rounded to 3 decimals, one video per line.

@@ -152,44 +152,52 @@ def test_charades_sta_csv_without_columns_and_missing_files(tmp_path):
 
 # Derived once by reading the files with a separate script (not this module): split each
 # line of charades_sta_test.txt at '##' and on whitespace, look the video up in
-# charades_test_durations.csv (1334 ids, no duplicates), and apply the policy's rules.
-# All 3720 lines are well formed with start < end, start >= 0, start < length and
-# non-empty sentences; 1334 distinct videos, all in the CSV; 562 ends exceed the
-# video's length, by at most 1.5 s (228 of them by more than 1.0 s, in 43 videos
-# whose every caption does).
-CHARADES_LINES = 3720
-CHARADES_VIDEOS = 1334
-CHARADES_CLAMPED = 562
-CHARADES_OVER_1S = 228
-CHARADES_VIDEOS_ALL_OVER_1S = 43
+# charades_test_durations.csv, and apply the policy's rules. Every line is well formed
+# with start < end, start >= 0, start < length and a non-empty sentence, and every video
+# is in the CSV (no duplicate ids).
+# Full file: 3720 lines, 1334 distinct videos; 562 ends exceed the video's length, by at
+# most 1.5 s (228 of them by more than 1.0 s, in 43 videos whose every caption does).
+# Excerpt (tests/data/annotations: the first 120 videos and the 9 whose sentence holds a
+# doubled space): 336 lines, 129 videos; 46 ends past the length, by at most 1.42 s, 19
+# by more than 1.0 s, and the single captions of YSKX3 (18.0 > 16.62) and both of YOCRB
+# (36.0 > 34.62) are all their videos have.
+CharadesCounts = collections.namedtuple("CharadesCounts", "lines videos clamped over_1s videos_all_over_1s")
+CHARADES = {
+    "excerpt": CharadesCounts(lines=336, videos=129, clamped=46, over_1s=19, videos_all_over_1s=2),
+    "full": CharadesCounts(lines=3720, videos=1334, clamped=562, over_1s=228, videos_all_over_1s=43),
+}
 
 
-def test_real_charades_sta_every_line_read_or_rejected(shared_annotations):
-    path = shared_annotations / "charades_sta_test.txt"
-    durations = str(shared_annotations / "charades_test_durations.csv")
+def test_real_charades_sta_every_line_read_or_rejected(real_annotation_files):
+    which, root = real_annotation_files
+    n = CHARADES[which]
+    path = root / "charades_sta_test.txt"
+    durations = str(root / "charades_test_durations.csv")
     with open(path, "rb") as f:
-        assert sum(1 for _ in f) == CHARADES_LINES
+        assert sum(1 for _ in f) == n.lines
     videos, rejected, stats = _read("charades_sta", path, durations=durations, split="test")
     assert rejected == []
-    assert len(videos) == CHARADES_VIDEOS
-    assert stats == ReadStats(videos=CHARADES_VIDEOS, captions=CHARADES_LINES, clamped=CHARADES_CLAMPED)
-    assert sum(len(v.captions) for v in videos.values()) == CHARADES_LINES
+    assert len(videos) == n.videos
+    assert stats == ReadStats(videos=n.videos, captions=n.lines, clamped=n.clamped)
+    assert sum(len(v.captions) for v in videos.values()) == n.lines
     for v in videos.values():
-        assert all(0 <= c.start < c.end <= v.duration and c.text == c.text.strip() for c in v.captions)
+        assert all(0 <= c.start < c.end <= v.duration and c.text == " ".join(c.text.split()) for c in v.captions)
     # The first line of the file: 3MSZA 24.3 30.4##person turn a light on.
     first = videos["3MSZA"]
     assert first.captions[0] == Caption(24.3, 30.4, "person turn a light on.")
     assert (first.split, first.language, first.source) == ("test", "en", "charades_sta")
+    # Line 1317 of the full file: D7W4E 6.5 15.7##a person puts a cup into a  cupboard.
+    assert videos["D7W4E"].captions[0] == Caption(6.5, 15.7, "a person puts a cup into a cupboard.")
+    # YSKX3 13.0 18.0 in a video of 16.62 s: clamped.
+    assert videos["YSKX3"].captions == (Caption(13.0, 16.62, "person throws pillow on it."),)
 
     # A tighter tolerance turns the largest overshoots into refusals, each line exactly once.
     videos, rejected, stats = _read("charades_sta", path, durations=durations, split="test", max_overshoot=1.0)
-    assert _kinds(rejected) == {
-        "end_past_duration": CHARADES_OVER_1S,
-        "all_captions_rejected": CHARADES_VIDEOS_ALL_OVER_1S,
-    }
-    assert stats.captions + CHARADES_OVER_1S == CHARADES_LINES
-    assert stats.clamped == CHARADES_CLAMPED - CHARADES_OVER_1S
-    assert len(videos) == CHARADES_VIDEOS - CHARADES_VIDEOS_ALL_OVER_1S
+    assert _kinds(rejected) == {"end_past_duration": n.over_1s, "all_captions_rejected": n.videos_all_over_1s}
+    assert stats.captions + n.over_1s == n.lines
+    assert stats.clamped == n.clamped - n.over_1s
+    assert len(videos) == n.videos - n.videos_all_over_1s
+    assert "YSKX3" not in videos and "YOCRB" not in videos
 
 
 # ---------------------------------------------------------------- ActivityNet Captions
@@ -246,27 +254,33 @@ def test_activitynet_whole_file_errors(tmp_path):
         list(read_annotations("activitynet", _write(tmp_path / "b.json", "[]"), split="val"))
 
 
-# Derived once with a separate script over activitynet_captions_val_1.json: 4917
-# entries with keys duration/timestamps/sentences, equal list lengths, 17505
-# captions, all [start, end] numeric with 0 <= start < end, start < duration and a
-# non-empty sentence. 134 ends exceed the duration: 5 by 0.01 s, 129 by float
-# rounding only (durations stored as e.g. 95.03999999999999 beside an end of 95.04);
-# 3 videos have all their captions among those 134. 11639 sentences carry stray
+# Derived once with a separate script over activitynet_captions_val_1.json: every entry
+# has keys duration/timestamps/sentences, equal list lengths, [start, end] numeric with
+# 0 <= start < end, start < duration, and non-empty sentences.
+# Full file: 4917 entries, 17505 captions. 134 ends exceed the duration: 5 by 0.01 s, 129
+# by float rounding only (durations stored as e.g. 95.03999999999999 beside an end of
+# 95.04); 3 videos have all their captions among those 134. 11639 sentences carry stray
 # leading/trailing spaces.
-ACTIVITYNET_VIDEOS = 4917
-ACTIVITYNET_CAPTIONS = 17505
-ACTIVITYNET_CLAMPED = 134
-ACTIVITYNET_VIDEOS_ALL_PAST_END = 3
+# Excerpt (tests/data/annotations: the first 100 entries and the 116 with an end past the
+# duration, 2 of which are among the first 100): 214 entries, 777 captions, the same 134
+# ends past the duration and the same 3 videos; 501 sentences with stray spaces.
+ActivityNetCounts = collections.namedtuple("ActivityNetCounts", "videos captions clamped videos_all_past_end")
+ACTIVITYNET = {
+    "excerpt": ActivityNetCounts(videos=214, captions=777, clamped=134, videos_all_past_end=3),
+    "full": ActivityNetCounts(videos=4917, captions=17505, clamped=134, videos_all_past_end=3),
+}
 
 
-def test_real_activitynet_every_caption_read_or_rejected(shared_annotations):
-    path = shared_annotations / "activitynet_captions_val_1.json"
+def test_real_activitynet_every_caption_read_or_rejected(real_annotation_files):
+    which, root = real_annotation_files
+    n = ACTIVITYNET[which]
+    path = root / "activitynet_captions_val_1.json"
     with open(path) as f:
         raw = json.load(f)
-    assert sum(len(e["sentences"]) for e in raw.values()) == ACTIVITYNET_CAPTIONS
+    assert len(raw) == n.videos and sum(len(e["sentences"]) for e in raw.values()) == n.captions
     videos, rejected, stats = _read("activitynet", path, split="val")
     assert rejected == []
-    assert stats == ReadStats(videos=ACTIVITYNET_VIDEOS, captions=ACTIVITYNET_CAPTIONS, clamped=ACTIVITYNET_CLAMPED)
+    assert stats == ReadStats(videos=n.videos, captions=n.captions, clamped=n.clamped)
     assert list(videos) == list(raw)  # file order
     for v in videos.values():
         assert all(0 <= c.start < c.end <= v.duration for c in v.captions)
@@ -276,15 +290,18 @@ def test_real_activitynet_every_caption_read_or_rejected(shared_annotations):
     assert first.duration == 55.15 and first.captions[1] == Caption(
         13.79, 54.32, "The coach helps the guy in red with the proper body placement and lifting technique."
     )
+    # Duration 107.03999999999999, ends of 107.04: clamped, by float rounding only.
+    assert [c.end for c in videos["v_gMLA3a0FMS0"].captions] == [107.03999999999999] * 2
 
     # With no tolerance, exactly the clamped captions become refusals.
     videos, rejected, stats = _read("activitynet", path, split="val", max_overshoot=0.0)
     assert _kinds(rejected) == {
-        "end_past_duration": ACTIVITYNET_CLAMPED,
-        "all_captions_rejected": ACTIVITYNET_VIDEOS_ALL_PAST_END,
+        "end_past_duration": n.clamped,
+        "all_captions_rejected": n.videos_all_past_end,
     }
-    assert stats.captions == ACTIVITYNET_CAPTIONS - ACTIVITYNET_CLAMPED and stats.clamped == 0
-    assert len(videos) == ACTIVITYNET_VIDEOS - ACTIVITYNET_VIDEOS_ALL_PAST_END
+    assert stats.captions == n.captions - n.clamped and stats.clamped == 0
+    assert len(videos) == n.videos - n.videos_all_past_end
+    assert "v_gMLA3a0FMS0" not in videos
 
 
 # ---------------------------------------------------------------- YouCook2

@@ -110,9 +110,9 @@ def test_output_dir_check_creates_it_and_leaves_no_probe(tmp_path):
     ids=["activitynet_as_howto100m", "charades_sta_as_qvhighlights"],
 )
 def test_wrong_format_stops_naming_file_format_and_reasons(
-    shared_annotations, tmp_path, capsys, file, fmt, looks_like, first_reason
+    real_annotations, tmp_path, capsys, file, fmt, looks_like, first_reason
 ):
-    path = shared_annotations / file
+    path = real_annotations / file
     out = tmp_path / "out"
     assert pipeline.main(_argv(path, tmp_path, out, fmt=fmt, split="val")) == 2
     err = capsys.readouterr().err
@@ -122,8 +122,8 @@ def test_wrong_format_stops_naming_file_format_and_reasons(
     assert not out.exists()
 
 
-def test_file_unreadable_as_the_format_names_both(shared_annotations, tmp_path, capsys):
-    path = shared_annotations / "activitynet_captions_val_1.json"
+def test_file_unreadable_as_the_format_names_both(real_annotations, tmp_path, capsys):
+    path = real_annotations / "activitynet_captions_val_1.json"
     assert pipeline.main(_argv(path, tmp_path, tmp_path / "out", fmt="youcook2", split=None)) == 2
     err = capsys.readouterr().err
     assert f"error: {path} cannot be read as format 'youcook2': " in err
@@ -150,9 +150,9 @@ def test_empty_annotation_file_stops(tmp_path):
         annotations.check_annotations("activitynet", str(path), split="train")
 
 
-def test_files_with_some_refused_entries_pass_the_check(shared_annotations, tmp_path):
+def test_files_with_some_refused_entries_pass_the_check(real_annotations, tmp_path):
     # The real files have lines the job dead-letters; they must still run.
-    real = shared_annotations
+    real = real_annotations
     annotations.check_annotations(
         "charades_sta",
         str(real / "charades_sta_test.txt"),

@@ -214,8 +214,9 @@ def test_bad_config_key_stops_before_any_work(tiny_corpus, tmp_path):
     assert not out.exists()
 
 
-def test_missing_reader_argument_stops_before_any_work(tmp_path, shared_annotations):
-    argv = ["--annotations", str(shared_annotations / "charades_sta_test.txt"), "--format", "charades_sta"]
+def test_missing_reader_argument_stops_before_any_work(tmp_path, real_annotation_files):
+    _, root = real_annotation_files
+    argv = ["--annotations", str(root / "charades_sta_test.txt"), "--format", "charades_sta"]
     argv += ["--videos_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")]
     assert pipeline.main(argv) == 2  # no --durations / --split
     assert not (tmp_path / "out").exists()

@@ -1,8 +1,13 @@
 """Tests of the built-in corpus generator: config errors, layout, media, annotations, determinism."""
 
+import hashlib
 import json
+import os
 import pathlib
+import platform
 import re
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -23,6 +28,7 @@ CORPUS = {
 }
 FPS = 10
 SR = 16000
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _argv(out, **overrides):
@@ -41,6 +47,7 @@ def _decode(path):
     """(frames uint8 (T, H, W, 3), audio float32 (S,), container facts) of an mp4."""
     with av.open(str(path)) as container:
         video = container.streams.video[0]
+        video.thread_count = 1
         audio = container.streams.audio[0]
         facts = {
             "video_codec": video.codec_context.name,
@@ -361,14 +368,58 @@ def test_visible_steps_move_and_audio_dependent_steps_barely_do(corpus, annotati
             assert _changed_pixels(frames, rest.start, rest.end) < 0.012 * frame_pixels
 
 
-def test_same_seed_gives_identical_files_and_media_with_any_number_of_workers(corpus, corpus_two_workers, decoded):
+def _digests(root: pathlib.Path) -> dict:
+    """sha256 of every file under root, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_same_seed_gives_identical_files_and_media_with_any_number_of_workers(corpus, corpus_two_workers):
+    # One corpus was encoded in this process, whose heap pytest has long used, the other in
+    # two fresh worker processes: the mp4s, not only their pixels, must be the same.
     other, _ = corpus_two_workers
-    for name in ("annotations.json", "splits.json", "corpus.json"):
-        assert (corpus / name).read_bytes() == (other / name).read_bytes(), name
-    for vid, (frames, samples, _) in decoded.items():
-        frames_b, samples_b, _ = _decode(other / "videos" / f"{vid}.mp4")
-        np.testing.assert_array_equal(frames, frames_b)
-        np.testing.assert_array_equal(samples, samples_b)
+    mine, theirs = _digests(corpus), _digests(other)
+    assert sorted(mine) == sorted(theirs)
+    assert [name for name in mine if mine[name] != theirs[name]] == []
+
+
+def test_media_do_not_depend_on_what_the_process_held_before(tmp_path):
+    # glibc's MALLOC_PERTURB_ fills freed memory with one byte and fresh allocations with its
+    # complement, so an encoder that reads memory it never wrote gives different bytes
+    # under two values, on every run. x264's macroblock tree did, in the first GOP.
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip(f"MALLOC_PERTURB_ is glibc's; this is {platform.libc_ver()!r}.")
+    digests = []
+    for perturb in ("1", "254"):
+        out = tmp_path / f"perturb_{perturb}"
+        argv = _argv(out, videos=1, workers=1)
+        env = {**os.environ, "MALLOC_PERTURB_": perturb}
+        subprocess.run([sys.executable, "-m", "preprocessing.synthetic", *argv], cwd=REPO, env=env, check=True)
+        digests.append(_digests(out))
+    assert digests[0] == digests[1]
+
+
+def _x264_settings(path) -> str:
+    """The settings that libx264 writes into the first video packet (an unregistered-user-data SEI)."""
+    with av.open(str(path)) as container:
+        for packet in container.demux(video=0):
+            data = bytes(packet)
+            start = data.find(b"x264 - core")
+            if start >= 0:
+                return data[start : data.index(b"\0", start)].decode("ascii")
+    raise AssertionError(f"{path} has no x264 settings SEI.")
+
+
+@pytest.mark.skipif(synthetic.video_codec() != "libx264", reason="this PyAV build has no libx264")
+def test_video_is_encoded_with_settings_that_make_it_reproducible(corpus, annotations):
+    for vid in annotations:
+        settings = _x264_settings(corpus / "videos" / f"{vid}.mp4")
+        options = dict(item.split("=", 1) for item in settings.split() if "=" in item)
+        assert options["threads"] == "1" and options["lookahead_threads"] == "1", options
+        assert options["sliced_threads"] == "0" and options["mbtree"] == "0", options
 
 
 def test_different_seed_gives_a_different_corpus(tmp_path, corpus, decoded):
