@@ -3,12 +3,50 @@
 from __future__ import annotations
 
 import abc
-from typing import Optional
+import json
+import logging
+import os
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
 
+from avalign import hyperparams
+from trainer import checkpointing, distribute
+from trainer import input as input_lib
 from trainer.config import ExperimentConfig
+
+# What a job's model was built from, recorded at training time and checked
+# by every evaluation of the job (`Task.record_facts`, `Task.job_facts`).
+FACTS_FILE = "training_facts.json"
+# Fact groups in the order they are checked: a differing choice in the config
+# explains differing records or dims, and differing records explain differing dims.
+_FACT_GROUPS = ("config", "records", "model")
+
+
+def _plain(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def records_facts(info: input_lib.RecordsInfo, streams, log_mel: bool = True) -> dict:
+    """What a model depends on in the records: feature dims, and the audio front-end that made the log-Mel.
+
+    Args:
+      info: the records.
+      streams: the streams the model reads.
+      log_mel: whether it reads the log-Mel frames (directly or through a view).
+
+    Returns:
+      Dict keyed by where schema.json holds each value, e.g. 'audio.dim',
+      'streams.visual_2d.dim', 'config.audio.num_mel_bins'.
+    """
+    facts = {f"streams.{s}.dim": info.stream_dims[s] for s in streams}
+    if log_mel:
+        facts["audio.dim"] = info.audio_dim
+        audio = info.meta.get("config", {}).get("audio", {})
+        facts.update({f"config.audio.{k}": v for k, v in audio.items()})
+    return facts
 
 
 class Task(abc.ABC):
@@ -27,8 +65,82 @@ class Task(abc.ABC):
         self.job_dir = job_dir
 
     @abc.abstractmethod
-    def prepare(self) -> None:
-        """Reads and validates the data before any training (fail fast)."""
+    def prepare(self, from_job: bool = False) -> None:
+        """Reads and validates the data before any training (fail fast).
+
+        Args:
+          from_job: the model is the job's trained one (evaluation): what it was
+            built from (feature dims, vocabulary, normalization statistics) is
+            read from the job's `FACTS_FILE` and checked against this run's
+            config and records, and nothing is written into the job dir.
+            Otherwise it is fitted on the training split and recorded there
+            with `record_facts`.
+        """
+
+    def record_facts(self, facts: dict) -> None:
+        """Records in the job dir what its model is built from (the chief writes it).
+
+        Args:
+          facts: JSON-ready dict whose groups 'config' (choices of this run's
+            config), 'records' (facts of the records) and 'model' (the dims the
+            model takes) map a key, named as the user would set it, to a value;
+            tasks add what else their model needs (e.g. a vocabulary).
+        """
+        if not distribute.is_chief():
+            return
+        tf.io.gfile.makedirs(self.job_dir)
+        path = os.path.join(self.job_dir, FACTS_FILE)
+        checkpointing.write_text(path, json.dumps(facts, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        logging.info("Recorded what the model is built from in %s", path)
+
+    def job_facts(self, current: dict) -> dict:
+        """The facts the job recorded when it trained, once this run is checked against them.
+
+        Args:
+          current: this run's facts, grouped as in `record_facts`; its
+            'records_dir' names the records in messages.
+
+        Returns:
+          The job's recorded facts.
+
+        Raises:
+          FileNotFoundError: the job dir holds no `FACTS_FILE` (not a trained
+            job, or one trained before avalign recorded it).
+          hyperparams.ConfigError: a 'config' or 'model' fact differs, naming
+            the key, the job's value and this run's.
+          input_lib.RecordsError: a 'records' fact differs, naming the key, the
+            value in the job's records and in these records.
+        """
+        path = os.path.join(self.job_dir, FACTS_FILE)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(
+                f"{path} is missing: evaluation reads what the job's model was built from (feature dims, "
+                f"vocabulary) from it, and training writes it before the first epoch. Is {self.job_dir} a "
+                f"trained job? A job trained before avalign wrote this file must be trained again."
+            )
+        with tf.io.gfile.GFile(path) as f:
+            job = json.load(f)
+        for group in _FACT_GROUPS:
+            have, want = _plain(current.get(group, {})), job.get(group, {})
+            keys = [k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
+            if not keys:
+                continue
+            if group == "records":
+                diffs = "; ".join(f"{k}={want.get(k)!r} in the job's records, {have.get(k)!r} in these" for k in keys)
+                settings = " ".join(f"--set {k[len('config.') :]}={want[k]}" for k in keys if k.startswith("config."))
+                raise input_lib.RecordsError(
+                    f"The records in {current.get('records_dir')} are not made like those job {self.job_dir} was "
+                    f"trained on ({job.get('records_dir')}): {diffs}. The model only reads features made as its "
+                    f"training records were: evaluate on records preprocessed with the job's settings"
+                    f"{f' ({settings})' if settings else ''}, or train a job on these."
+                )
+            diffs = "; ".join(f"{k}={want.get(k)!r} in the job, {k}={have.get(k)!r} in this run" for k in keys)
+            raise hyperparams.ConfigError(
+                f"This run's config does not give the model job {self.job_dir} trained: {diffs}. Evaluation runs "
+                f"the job's model as trained: set {', '.join(f'{k}={want.get(k)}' for k in keys)} (as in its "
+                f"config.yaml)."
+            )
+        return job
 
     @abc.abstractmethod
     def build_model(self) -> keras.Model:

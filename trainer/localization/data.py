@@ -97,6 +97,11 @@ def normalized_span(start, end, duration) -> tf.Tensor:
     return tf.clip_by_value(span, 0.0, 1.0)
 
 
+def caption_key(caption_field: str) -> str:
+    """The record key of `data.caption_field` ('text' or 'text_en')."""
+    return features.CAPTION_TEXT if caption_field == "text" else features.CAPTION_TEXT_EN
+
+
 class LocalizationParser:
     """Turns parsed video records into per-caption (features, labels, meta) elements.
 
@@ -116,7 +121,7 @@ class LocalizationParser:
         self.stream_rates = dict(stream_rates)
         self.audio_rate = audio_rate
         self.audio_view = audio_view
-        self.caption_key = features.CAPTION_TEXT if caption_field == "text" else features.CAPTION_TEXT_EN
+        self.caption_key = caption_key(caption_field)
 
     def video_segments(self, video: dict, start=0.0, length=None, audio=None) -> dict:
         """Segment means of one video's visual and audio features, over the video or a window.

@@ -12,14 +12,18 @@ import tensorflow as tf
 
 from preprocessing import audio as audio_lib
 from preprocessing import features
+from trainer import checkpointing, distribute
 from trainer import input as input_lib
-from trainer.base_task import Task
+from trainer.base_task import Task, records_facts
 from trainer.localization import data as data_lib
 from trainer.localization import metrics, text
 from trainer.localization import model as model_lib
 from trainer.registry import register_task
 
 IOU_THRESHOLDS = metrics.DEFAULT_THRESHOLDS
+# The training vocabulary, one token a line, for people to read (the job's
+# facts file holds the one evaluation uses).
+VOCABULARY_FILE = "vocabulary.txt"
 
 
 def make_audio_view(kind: str, info: input_lib.RecordsInfo, encoder_path: str = ""):
@@ -62,7 +66,7 @@ def make_audio_view(kind: str, info: input_lib.RecordsInfo, encoder_path: str = 
 class LocalizationTask(Task):
     """Given a video's audio and frames and a caption, find where the caption happens."""
 
-    def prepare(self) -> None:
+    def prepare(self, from_job: bool = False) -> None:
         cfg = self.cfg
         self.info = input_lib.RecordsInfo(cfg.data.records_dir)
         streams = tuple(cfg.data.visual_streams)
@@ -73,6 +77,7 @@ class LocalizationTask(Task):
             logging.info("Split %s: %s", split, self.counts[split])
             if not self.counts[split]["captions"]:
                 raise input_lib.RecordsError(f"{self.info.records_dir}: split {split!r} has no captions.")
+            self._check_caption_field(split)
         mcfg = cfg.model.localization
         self.audio_view = make_audio_view(cfg.data.audio_feature, self.info, cfg.data.audio_encoder)
         self.parser = data_lib.LocalizationParser(
@@ -93,7 +98,56 @@ class LocalizationTask(Task):
                     f"set it to {have} or 0 to take it from the records."
                 )
         self.model_cfg = dataclasses.replace(mcfg, video_dim=video_dim, audio_dim=audio_dim)
-        self._fit_train_statistics()
+        if from_job:
+            self._restore_training_statistics(self.job_facts(self._facts()))
+        else:
+            self._fit_train_statistics()
+            self._record_training_statistics()
+
+    def _check_caption_field(self, split: str) -> None:
+        """Every caption of `split` must have text in `data.caption_field`; an empty one can't be scored.
+
+        Raises:
+          RecordsError: naming the split, the field and how to fix it.
+        """
+        field = self.cfg.data.caption_field
+        key = data_lib.caption_key(field)
+        languages = self.cfg.data.languages_of(split)
+        by_language = self.counts[split]["empty_captions"][key]
+        empty = sum(n for lang, n in by_language.items() if not languages or lang in languages)
+        if not empty:
+            return
+        of = f"of its videos in {languages}" if languages else f"of its {self.counts[split]['captions']}"
+        if field == "text_en":
+            fix = (
+                "their annotations gave no English caption (of the annotation formats only 'builtin' carries "
+                "them, as 'sentences_en'): set data.caption_field=text to use the captions in the annotation "
+                "language, or preprocess annotations that carry English captions."
+            )
+        else:
+            fix = "fix those captions in the annotations and preprocess them again."
+        raise input_lib.RecordsError(
+            f"{self.info.records_dir}: split {split!r}: {empty} caption(s) {of} have an empty {key} "
+            f"(data.caption_field={field}); {fix}"
+        )
+
+    def _facts(self) -> dict:
+        """What the model is built from, by this run's config and records (see `Task.record_facts`)."""
+        data = self.cfg.data
+        log_mel = data.audio_feature != "hub"
+        return {
+            "records_dir": data.records_dir,
+            "config": {
+                "data.visual_streams": list(data.visual_streams),
+                "data.audio_feature": data.audio_feature,
+                "data.caption_field": data.caption_field,
+            },
+            "records": records_facts(self.info, self.streams, log_mel=log_mel),
+            "model": {
+                "model.localization.video_dim": self.model_cfg.video_dim,
+                "model.localization.audio_dim": self.model_cfg.audio_dim,
+            },
+        }
 
     @property
     def streams(self) -> tuple:
@@ -133,9 +187,29 @@ class LocalizationTask(Task):
         for name, s, sq in (("video", video_sum, video_sq), ("audio", audio_sum, audio_sq)):
             mean = s / n
             self.stats[name] = (mean.astype(np.float32), np.maximum(sq / n - mean**2, 1e-6).astype(np.float32))
-        with tf.io.gfile.GFile(os.path.join(self.job_dir, "vocabulary.txt"), "w") as f:
-            f.write("\n".join(self.vocabulary) + "\n")
         logging.info("Vocabulary of %d tokens from %d training captions", len(self.vocabulary), len(captions))
+
+    def _record_training_statistics(self) -> None:
+        """Records the vocabulary and statistics, with what else the model is built from, in the job dir."""
+        facts = self._facts()
+        facts["vocabulary"] = self.vocabulary
+        facts["statistics"] = {
+            name: {"mean": mean.tolist(), "variance": var.tolist()} for name, (mean, var) in self.stats.items()
+        }
+        self.record_facts(facts)
+        if distribute.is_chief():
+            # A copy to read; evaluation reads the vocabulary from the facts file.
+            checkpointing.write_text(os.path.join(self.job_dir, VOCABULARY_FILE), "\n".join(self.vocabulary) + "\n")
+
+    def _restore_training_statistics(self, facts: dict) -> None:
+        """The vocabulary and feature normalization the job trained with, from its recorded facts."""
+        self.vocabulary = list(facts["vocabulary"])
+        self.tokenizer = text.CaptionTokenizer(self.vocabulary, self.model_cfg.max_caption_tokens, name="tokenizer")
+        self.stats = {
+            name: (np.asarray(s["mean"], np.float32), np.asarray(s["variance"], np.float32))
+            for name, s in facts["statistics"].items()
+        }
+        logging.info("Vocabulary of %d tokens and feature statistics from job %s", len(self.vocabulary), self.job_dir)
 
     def build_model(self) -> keras.Model:
         """The trained model: segment features and caption token ids in, span and attention out.

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import input as input_lib
-from trainer.base_task import Task
+from trainer.base_task import Task, records_facts
 from trainer.registry import register_task
 from trainer.retrieval import data as data_lib
 from trainer.retrieval import metrics
@@ -89,7 +89,7 @@ def similarity_image(a: np.ndarray, v: np.ndarray) -> tf.Tensor:
 class RetrievalTask(Task):
     """Learn audio↔video embeddings from narrated clips; retrieve in both directions."""
 
-    def prepare(self) -> None:
+    def prepare(self, from_job: bool = False) -> None:
         cfg = self.cfg
         mcfg = cfg.model.retrieval
         self.info = input_lib.RecordsInfo(cfg.data.records_dir)
@@ -110,6 +110,16 @@ class RetrievalTask(Task):
                     f"set it to {have} or 0 to take it from the records."
                 )
         self.model_cfg = dataclasses.replace(mcfg, **dims)
+        facts = {
+            "records_dir": cfg.data.records_dir,
+            "config": {"model.retrieval.use_3d": mcfg.use_3d},
+            "records": records_facts(self.info, self.streams),
+            "model": {f"model.retrieval.{name}": value for name, value in dims.items()},
+        }
+        if from_job:
+            self.job_facts(facts)
+        else:
+            self.record_facts(facts)
         self.parser = data_lib.ClipParser(
             mcfg.max_audio_frames,
             self.info.audio_rate,
