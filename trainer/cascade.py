@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from trainer import experiments
+from trainer import base_task, experiments
 
 COLUMNS = [(d, k) for d in ("a2v", "v2a") for k in (1, 5, 10)]
 
@@ -87,7 +87,8 @@ def run_cascade(
         # of the pretrained model (init_checkpoint records where it came from).
         zs_dir = os.path.join(root, "zero_shot")
         tf.io.gfile.makedirs(zs_dir)
-        tf.io.gfile.copy(os.path.join(pre_dir, "model.keras"), os.path.join(zs_dir, "model.keras"), overwrite=True)
+        for name in ("model.keras", base_task.FACTS_FILE):
+            tf.io.gfile.copy(os.path.join(pre_dir, name), os.path.join(zs_dir, name), overwrite=True)
         zero_shot = [f"train.init_checkpoint={os.path.join(pre_dir, 'model.keras')}"]
         rows["pretrained zero-shot"].append(
             experiments.run_or_reuse(config, zs_dir, base + target + zero_shot, train=False)

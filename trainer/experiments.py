@@ -48,6 +48,8 @@ def run_or_reuse(config: str, job_dir: str, overrides, train: bool = True) -> di
 
     A job that was interrupted is rerun with the same command and resumes from
     its backup; a finished one (test metrics, and a model if it trained) is reused.
+    (`run_experiment` itself never retrains a finished job: one killed before
+    its test metrics were written is only evaluated.)
     """
     done = os.path.join(job_dir, "eval", "test.json")
     if os.path.exists(done) and (not train or os.path.exists(os.path.join(job_dir, "model.keras"))):

@@ -7,12 +7,14 @@ import logging
 import math
 import os
 import tempfile
+from typing import Optional
 
 import keras
 import tensorflow as tf
+import yaml
 
 from avalign import hyperparams
-from trainer import distribute
+from trainer import base_task, checkpointing, distribute
 from trainer.config import ExperimentConfig
 from trainer.registry import get_task
 
@@ -108,16 +110,108 @@ def trained_weights(job_dir: str) -> str:
     return best if tf.io.gfile.exists(best) else os.path.join(job_dir, "model.keras")
 
 
-def run_experiment(cfg: ExperimentConfig, job_dir: str, train: bool = True, evaluate: bool = True) -> dict:
-    """Trains (resuming if the job dir holds a backup) and evaluates on the test split.
+def _config_changes(cfg: ExperimentConfig, job_dir: str) -> list[str]:
+    """Config keys where `cfg` differs from the one recorded in `job_dir` ([] if none is recorded)."""
+    path = os.path.join(job_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return []
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            recorded = yaml.safe_load(f) or {}
+    except yaml.YAMLError:
+        return [CONFIG_FILE]
 
-    The job dir is never wiped: a killed job rerun with the same command
-    resumes from `job_dir/backup`.
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    old, new = flat(recorded), flat(hyperparams.to_dict(cfg))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def _training_done(job_dir: str) -> Optional[dict]:
+    """The job's finished-training marker, or None while its training is not finished.
+
+    A job dir with a model.keras and no backup, from a trainer that wrote no
+    marker, counts as finished too.
+    """
+    done = checkpointing.read_done(job_dir)
+    if done is None and not tf.io.gfile.exists(os.path.join(job_dir, "backup")):
+        if tf.io.gfile.exists(os.path.join(job_dir, "model.keras")):
+            return {"epochs": None}
+    return done
+
+
+def _finished_result(cfg: ExperimentConfig, job_dir: str) -> dict:
+    """What a rerun of a finished job returns: its history and its stored test metrics."""
+    out = {"finished": True, "task": get_task(cfg.task)(cfg, job_dir)}
+    rows = checkpointing.read_history(os.path.join(job_dir, checkpointing.HISTORY_FILE))
+    out["history"] = checkpointing.history_dict(rows)
+    eval_path = os.path.join(job_dir, "eval", f"{cfg.data.test_split}.json")
+    if tf.io.gfile.exists(eval_path):
+        with tf.io.gfile.GFile(eval_path) as f:
+            out["eval"] = json.load(f)
+    return out
+
+
+def run_experiment(
+    cfg: ExperimentConfig, job_dir: str, train: bool = True, evaluate: bool = True, overwrite: bool = False
+) -> dict:
+    """Trains (resuming from the last committed epoch) and evaluates on the test split.
+
+    The job dir is never wiped unless `overwrite`: a killed job rerun with the
+    same command resumes after its last committed epoch (see
+    `checkpointing.EpochCommit`), and a rerun of a job whose training finished
+    neither trains again nor touches its files; it returns the stored test
+    metrics, or evaluates the trained model if they are missing.
+
+    Args:
+      cfg: the experiment config.
+      job_dir: the job's output dir.
+      train: train (or resume, or find training finished); False evaluates the job's trained weights.
+      evaluate: evaluate on the test split and write eval/<split>.json.
+      overwrite: delete the job's training outputs and backup first and train from scratch.
 
     Returns:
-      Dict with 'history' (per-epoch logs) and 'eval' (test metrics) when run.
+      Dict with 'history' (per-epoch logs), 'eval' (test metrics), 'task', and
+      'model' when one was built; 'finished' is True when the job had already
+      finished training.
+
+    Raises:
+      checkpointing.NonFiniteLossError: the loss or weights became NaN or infinite
+        (the backup keeps the last good epoch).
+      checkpointing.ResumeError: the job dir holds a backup this trainer cannot resume.
     """
     tf.io.gfile.makedirs(job_dir)
+    backup_dir = os.path.join(job_dir, "backup")
+    if not distribute.is_chief():
+        # Every worker backs up (and on a rerun restores) its own copy of the same state.
+        backup_dir = os.path.join(backup_dir, f"worker{distribute.worker_index()}")
+    if train and overwrite:
+        checkpointing.remove_training_outputs(job_dir, backup_dir, distribute.is_chief(), extra=(base_task.FACTS_FILE,))
+    elif train:
+        done = _training_done(job_dir)
+        if done is not None:
+            changes = _config_changes(cfg, job_dir)
+            logging.warning(
+                "%s already finished training (%s epochs): not training again.%s Use --mode eval to "
+                "evaluate it again, or --overwrite (overwrite=True) to delete its outputs and retrain.",
+                job_dir,
+                done.get("epochs"),
+                f" This run's config differs from its {CONFIG_FILE}: {changes}." if changes else "",
+            )
+            eval_path = os.path.join(job_dir, "eval", f"{cfg.data.test_split}.json")
+            if not evaluate or tf.io.gfile.exists(eval_path):
+                return _finished_result(cfg, job_dir)
+            logging.warning("%s has no %s yet: evaluating its trained model.", job_dir, eval_path)
+            train = False
+        elif tf.io.gfile.exists(os.path.join(backup_dir, "training_metadata.json")):
+            raise checkpointing.ResumeError(
+                f"{backup_dir} holds a Keras BackupAndRestore backup from an older avalign, which this "
+                "trainer cannot resume; pass --overwrite to retrain from scratch."
+            )
     if distribute.is_chief():
         # config.yaml records what trained the job; an evaluation-only run keeps
         # its own (e.g. another span decoder) beside its metrics.
@@ -125,7 +219,8 @@ def run_experiment(cfg: ExperimentConfig, job_dir: str, train: bool = True, eval
     strategy = distribute.make_strategy(cfg.runtime)
     keras.utils.set_random_seed(cfg.train.seed)
     task = get_task(cfg.task)(cfg, job_dir)
-    task.prepare()
+    # Evaluating a job checks the records against what its model was built from, and writes nothing there.
+    task.prepare(from_job=not train)
     batch = cfg.train.global_batch_size
     n_train = task.num_examples(cfg.data.train_split)
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(n_train / batch))
@@ -141,73 +236,64 @@ def run_experiment(cfg: ExperimentConfig, job_dir: str, train: bool = True, eval
             load_initial_weights(model, cfg.train.init_checkpoint)
     out: dict = {}
     if train:
-        train_ds = task.dataset(cfg.data.train_split, True, batch).repeat()
-        val_ds = task.dataset(cfg.data.eval_split, False, batch)
-        monitor, mode = task.monitor
-        ckpt_dir = _worker_dir(os.path.join(job_dir, "checkpoints"))
-        tf.io.gfile.makedirs(ckpt_dir)
-        log_dir = os.path.join(job_dir, "logs")
-        # Every worker backs up (and on a rerun restores) its own copy of the same state.
-        backup_dir = os.path.join(job_dir, "backup")
-        if not distribute.is_chief():
-            backup_dir = os.path.join(backup_dir, f"worker{distribute.worker_index()}")
-        # Order matters: callbacks that add to the epoch logs (learning rate,
-        # task metrics) run before those that read them.
-        callbacks = [
-            # double_checkpoint keeps the previous backup, used when a kill during a
-            # write left the latest one truncated.
-            keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
-            keras.callbacks.TerminateOnNaN(),
-            LearningRateLogger(),
-            *task.callbacks(model, log_dir),
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(ckpt_dir, "epoch-{epoch:03d}.weights.h5"), save_weights_only=True
-            ),
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(ckpt_dir, "best.weights.h5"),
-                save_weights_only=True,
-                save_best_only=True,
-                monitor=monitor,
-                mode=mode,
-            ),
-            keras.callbacks.CSVLogger(os.path.join(_worker_dir(job_dir), "history.csv"), append=True),
-            keras.callbacks.TensorBoard(log_dir=_worker_dir(log_dir)),
-        ]
-        if cfg.train.early_stopping_patience:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor=monitor, mode=mode, patience=cfg.train.early_stopping_patience, restore_best_weights=True
-                )
-            )
-        distribute.build_from_spec(model, train_ds.element_spec)
-        distribute.fix_multi_worker_logs(model)
-        history = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=cfg.train.epochs,
-            steps_per_epoch=steps,
-            callbacks=callbacks,
-            verbose=2,
-        )
-        out["history"] = history.history
-        # The reported metrics, model.keras and the export all use the best
-        # validation checkpoint, the same weights `--mode eval` picks up.
-        best = os.path.join(ckpt_dir, "best.weights.h5")
-        if tf.io.gfile.exists(best) and not cfg.train.early_stopping_patience:
-            model.load_weights(best)
-        if distribute.is_chief():
-            task.serving_model(model).save(os.path.join(job_dir, "model.keras"))
-            out["export"] = task.export(model, os.path.join(job_dir, "export"))
+        out.update(_fit(cfg, job_dir, backup_dir, task, model, steps))
     if evaluate:
         metrics = task.evaluate(model, cfg.data.test_split)
         out["eval"] = metrics
         if distribute.is_chief():
             path = os.path.join(job_dir, "eval", f"{cfg.data.test_split}.json")
             tf.io.gfile.makedirs(os.path.dirname(path))
-            with tf.io.gfile.GFile(path, "w") as f:
-                json.dump(metrics, f, indent=2, sort_keys=True)
+            checkpointing.write_text(path, json.dumps(metrics, indent=2, sort_keys=True))
             logging.info("Wrote %s", path)
     distribute.barrier(strategy)
     out["model"] = model
     out["task"] = task
+    return out
+
+
+def _fit(cfg: ExperimentConfig, job_dir: str, backup_dir: str, task, model: keras.Model, steps: int) -> dict:
+    """Fits `model` from the last committed epoch on; saves model.keras, the export and done.json."""
+    batch = cfg.train.global_batch_size
+    train_ds = task.dataset(cfg.data.train_split, True, batch).repeat()
+    val_ds = task.dataset(cfg.data.eval_split, False, batch)
+    monitor, mode = task.monitor
+    ckpt_dir = _worker_dir(os.path.join(job_dir, "checkpoints"))
+    log_dir = os.path.join(job_dir, "logs")
+    distribute.build_from_spec(model, train_ds.element_spec)
+    distribute.fix_multi_worker_logs(model)
+    commit = checkpointing.resumable_fit(
+        model,
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.train.epochs,
+        steps_per_epoch=steps,
+        backup_dir=backup_dir,
+        checkpoint_dir=ckpt_dir,
+        history_path=os.path.join(_worker_dir(job_dir), checkpointing.HISTORY_FILE),
+        monitor=monitor,
+        mode=mode,
+        # These add to the epoch logs that the commit records.
+        callbacks=[LearningRateLogger(), *task.callbacks(model, log_dir)],
+        observers=[keras.callbacks.TensorBoard(log_dir=_worker_dir(log_dir))],
+        early_stopping_patience=cfg.train.early_stopping_patience,
+    )
+    out = {"history": checkpointing.history_dict(commit.history)}
+    # The reported metrics, model.keras and the export all use the best
+    # validation checkpoint, the same weights `--mode eval` picks up (with
+    # early stopping too: those are the weights it would restore).
+    best = os.path.join(ckpt_dir, checkpointing.BEST_CHECKPOINT)
+    if tf.io.gfile.exists(best):
+        model.load_weights(best)
+    if distribute.is_chief():
+        checkpointing.save_model_file(task.serving_model(model), os.path.join(job_dir, "model.keras"))
+        out["export"] = task.export(model, os.path.join(job_dir, "export"))
+        checkpointing.write_done(
+            job_dir,
+            {
+                "epochs": commit.state.epochs_done,
+                "best": {"monitor": monitor, "value": commit.state.best, "epoch": commit.state.best_epoch},
+                "outputs": [CONFIG_FILE, base_task.FACTS_FILE, checkpointing.HISTORY_FILE, "checkpoints", "model.keras"]
+                + (["export"] if out["export"] else []),
+            },
+        )
     return out

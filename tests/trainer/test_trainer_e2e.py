@@ -172,17 +172,21 @@ def test_killed_job_resumes_where_it_stopped(tiny_records, tmp_path):
     proc.wait()
     done_before = _epochs_logged(tmp_path)
     assert 2 <= len(done_before) < 6
-    # As if the kill had landed while the latest backup was being written.
-    latest = tmp_path / "backup" / "latest.weights.h5"
-    latest.write_bytes(latest.read_bytes()[:96])
+    # As if the kill had landed while the next backup was being written: a cut-short
+    # file under its temporary name, which the rerun ignores and deletes.
+    state = json.loads((tmp_path / "backup" / "state.json").read_text())
+    committed = tmp_path / "backup" / state["weights"]
+    (tmp_path / "backup" / ".partial-epoch-099.weights.h5").write_bytes(committed.read_bytes()[:96])
     rerun = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     epochs = _epochs_logged(tmp_path)
-    # The rerun resumes from the previous backup instead of starting over: at most the
-    # last epoch before the kill is trained again.
-    resumed = epochs[len(done_before) :]
-    assert resumed and resumed[0] >= done_before[-1], epochs
-    assert epochs[-1] == 5 and epochs.count(0) == 1 and sorted(set(epochs)) == list(range(6)), epochs
+    # The rerun resumes from the last committed epoch instead of starting over, and
+    # every epoch is logged exactly once: rows after that commit are redone.
+    assert f"Resuming after epoch {len(done_before) - 1}" in rerun.stderr or (
+        f"Resuming after epoch {len(done_before)}" in rerun.stderr
+    ), rerun.stderr[-3000:]
+    assert epochs == list(range(6)), epochs
+    assert not list((tmp_path / "backup").glob(".partial-*"))
 
 
 def test_dims_that_disagree_with_records_stop_before_training(tiny_records, tmp_path):
