@@ -132,12 +132,15 @@ class ReadStats:
       clamped: emitted captions whose end was past the duration (within
         max_overshoot) and was clamped to it.
       rejected: Rejected records emitted, by kind (one of REJECT_KINDS).
+      log_rejections: log a warning per refusal (off for the job's pre-flight
+        check, whose error already quotes the first refusals).
     """
 
     videos: int = 0
     captions: int = 0
     clamped: int = 0
     rejected: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    log_rejections: bool = True
 
 
 class _Invalid(Exception):
@@ -160,7 +163,8 @@ class _Context:
 
     def reject(self, input_: str, kind: str, message: str, where: str) -> Rejected:
         self.stats.rejected[kind] += 1
-        logging.warning("%s: rejected %s: %s (%s)", self.source, input_, message, where)
+        if self.stats.log_rejections:
+            logging.warning("%s: rejected %s: %s (%s)", self.source, input_, message, where)
         return Rejected(input=input_, stage=STAGE, reason=f"{kind}: {message} ({where})")
 
     def reject_invalid(self, input_: str, error: _Invalid, where: str) -> Rejected:
@@ -1162,7 +1166,7 @@ def check_annotations(fmt: str, path: str, **kwargs) -> None:
         another format (a corpus directory given with a file format), the
         message says which.
     """
-    stats = kwargs.setdefault("stats", ReadStats())
+    stats = kwargs.setdefault("stats", ReadStats(log_rejections=False))
     try:
         items = read_annotations(fmt, path, **kwargs)
     except FileNotFoundError as e:

@@ -223,6 +223,13 @@ def run_experiment(
     task.prepare(from_job=not train)
     batch = cfg.train.global_batch_size
     n_train = task.num_examples(cfg.data.train_split)
+    if train and n_train < batch:
+        # Training batches drop their remainder, so no step would run at all.
+        raise hyperparams.ConfigError(
+            f"train.global_batch_size={batch} is more than the {n_train} training example(s) of split "
+            f"{cfg.data.train_split!r} in {cfg.data.records_dir}: no training step would run. Set "
+            f"train.global_batch_size to at most {n_train}, or train on more data."
+        )
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(n_train / batch))
     with strategy.scope():
         model = task.build_model()

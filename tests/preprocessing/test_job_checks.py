@@ -1,6 +1,7 @@
 """The Beam job's checks: a bad input stops it before any work, or is dead-lettered with a reason that names it."""
 
 import json
+import logging
 
 import av
 import numpy as np
@@ -110,11 +111,14 @@ def test_output_dir_check_creates_it_and_leaves_no_probe(tmp_path):
     ids=["activitynet_as_howto100m", "charades_sta_as_qvhighlights"],
 )
 def test_wrong_format_stops_naming_file_format_and_reasons(
-    real_annotations, tmp_path, capsys, file, fmt, looks_like, first_reason
+    real_annotations, tmp_path, capsys, caplog, file, fmt, looks_like, first_reason
 ):
     path = real_annotations / file
     out = tmp_path / "out"
-    assert pipeline.main(_argv(path, tmp_path, out, fmt=fmt, split="val")) == 2
+    with caplog.at_level(logging.WARNING):
+        assert pipeline.main(_argv(path, tmp_path, out, fmt=fmt, split="val")) == 2
+    # One error, not a warning per refused entry before it.
+    assert not [r for r in caplog.records if "rejected" in r.getMessage()]
     err = capsys.readouterr().err
     assert f"error: {path} read as format {fmt!r} gives no video: every entry was refused (" in err
     assert f"the first: {first_reason}" in err

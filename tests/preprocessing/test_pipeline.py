@@ -267,6 +267,7 @@ def test_hub_audio_embedding_stream_end_to_end(tiny_corpus, tmp_path):
         ExperimentConfig,
         "configs/malta_demo.yaml",
         [f"data.records_dir={out}", "data.audio_feature=hub", "train.epochs=1", "train.warmup_epochs=0",
+         "train.global_batch_size=8",
          "model.localization.num_segments=8", "model.localization.video_hidden=8", "model.localization.audio_hidden=8",
          "model.localization.text_hidden=8", "model.localization.attention_units=8", "model.localization.embedding_dim=8"],
     )  # fmt: skip
