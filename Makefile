@@ -9,7 +9,7 @@ STUDY_DIR ?= study_out
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo study test lint format bench clean
+.PHONY: venv demo study test test-fast lint format bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,11 @@ study: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -p no:warnings --durations=15 tests
+	$(PY) -m pytest -q -p no:warnings -n 2 --durations=15 tests
+
+# The inner loop: unit tests only (no generated corpus, Beam job, training run or subprocess).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:warnings -m "not e2e" tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

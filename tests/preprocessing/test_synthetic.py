@@ -386,6 +386,7 @@ def test_same_seed_gives_identical_files_and_media_with_any_number_of_workers(co
     assert [name for name in mine if mine[name] != theirs[name]] == []
 
 
+@pytest.mark.e2e
 def test_media_do_not_depend_on_what_the_process_held_before(tmp_path):
     # glibc's MALLOC_PERTURB_ fills freed memory with one byte and fresh allocations with its
     # complement, so an encoder that reads memory it never wrote gives different bytes

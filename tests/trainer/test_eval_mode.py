@@ -10,15 +10,13 @@ import tensorflow as tf
 from avalign import hyperparams
 from preprocessing import features
 from tests.conftest import REPO
-from tests.trainer.test_trainer_e2e import TINY_AVLNET, TINY_MALTA
+from tests.jobs import AVLNET, MALTA, TINY_AVLNET, TINY_MALTA
 from trainer import base_task, train_lib
 from trainer import input as input_lib
 from trainer import task as task_cli
 from trainer.config import ExperimentConfig
 from trainer.localization import text
 
-MALTA = "configs/malta_demo.yaml"
-AVLNET = "configs/avlnet_demo.yaml"
 QUICK = ["train.epochs=1", "train.steps_per_epoch=2"]
 
 
@@ -81,13 +79,6 @@ def _job_files(job):
 
 
 @pytest.fixture(scope="module")
-def malta_job(tiny_records, tmp_path_factory):
-    job = tmp_path_factory.mktemp("malta_eval")
-    out = train_lib.run_experiment(_cfg(MALTA, tiny_records, TINY_MALTA + QUICK), str(job))
-    return job, out["eval"]
-
-
-@pytest.fixture(scope="module")
 def mel64_records(tiny_records, tmp_path_factory):
     edit, schema_edit = _more_mel_bins(64)
     dst = tmp_path_factory.mktemp("mel64") / "records"
@@ -105,7 +96,8 @@ def test_training_records_what_the_model_is_built_from(malta_job, tiny_records):
 
 
 def test_eval_uses_the_jobs_vocabulary_and_writes_nothing_into_the_job(malta_job, tiny_records, tmp_path):
-    job, trained_eval = malta_job
+    job, trained = malta_job
+    trained_eval = trained["eval"]
     # Other records whose training captions hold other words; the test split is the job's.
     other = _rewrite_records(
         tiny_records,
@@ -209,9 +201,8 @@ def test_eval_of_a_dir_that_never_trained_names_the_missing_facts(tiny_records, 
     assert not (tmp_path / "vocabulary.txt").exists()
 
 
-def test_retrieval_eval_on_records_with_other_mel_bins_stops(tiny_records, mel64_records, tmp_path):
-    job = tmp_path / "job"
-    trained = train_lib.run_experiment(_cfg(AVLNET, tiny_records, TINY_AVLNET + QUICK), str(job))
+def test_retrieval_eval_on_records_with_other_mel_bins_stops(avlnet_job, tiny_records, mel64_records):
+    job, trained = avlnet_job
     assert trained["task"].model_cfg.num_mel_bins == 40
     with pytest.raises(input_lib.RecordsError, match=r"audio\.dim=40 in the job's records, 64 in these"):
         train_lib.run_experiment(_cfg(AVLNET, mel64_records, TINY_AVLNET), str(job), train=False)

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from trainer.localization import losses, metrics, model
 from trainer.localization.config import LocalizationModelConfig
@@ -36,6 +37,7 @@ def toy_data(n, rng):
     return inputs, labels
 
 
+@pytest.mark.e2e
 def test_small_av_model_learns_toy_localization():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -119,6 +119,7 @@ def test_keras_metrics_config_round_trip():
         metrics.RecallAtIoU(1.5)
 
 
+@pytest.mark.e2e
 def test_keras_metrics_under_mirrored_strategy(tmp_path):
     """Two replicas see different captions; the metric must count all of them."""
     script = textwrap.dedent(

@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO
-from tests.trainer.test_trainer_e2e import TINY_MALTA, _cfg, _epochs_logged
+from tests.jobs import MALTA, MALTA_JOB, TINY_MALTA, epochs_logged, experiment_config, task_args
 from trainer import checkpointing, registry, train_lib
 from trainer import task as task_cli
-
-MALTA = "configs/malta_demo.yaml"
 
 
 class Killed(BaseException):
@@ -85,20 +82,16 @@ def _partials(job_dir):
 
 
 def _cli_args(records, job_dir, overrides):
-    args = ["--config", str(REPO / MALTA), "--job-dir", str(job_dir)]
-    for o in [f"data.records_dir={records}", *overrides]:
-        args += ["--set", o]
-    return args
+    return task_args(MALTA, records, job_dir, overrides)
 
 
-def test_finished_job_rerun_does_nothing_and_overwrite_retrains(tiny_records, tmp_path, capsys):
-    overrides = TINY_MALTA + ["train.epochs=2", "train.steps_per_epoch=1"]
-    cfg = _cfg(MALTA, tiny_records, overrides)
-    job = tmp_path / "job"
-    train_lib.run_experiment(cfg, str(job))
+def test_finished_job_rerun_does_nothing_and_overwrite_retrains(malta_job, tiny_records, capsys):
+    job, _ = malta_job
+    overrides = MALTA_JOB
+    cfg = experiment_config(MALTA, tiny_records, overrides)
     stored = json.loads((job / "eval" / "test.json").read_text())
     before = _snapshot(job)
-    assert "done.json" in before and _epochs_logged(job) == [0, 1]
+    assert "done.json" in before and epochs_logged(job) == [0, 1]
 
     again = train_lib.run_experiment(cfg, str(job))
     assert again["finished"] and again["eval"] == stored and "model" not in again
@@ -107,13 +100,14 @@ def test_finished_job_rerun_does_nothing_and_overwrite_retrains(tiny_records, tm
     assert task_cli.main(_cli_args(tiny_records, job, overrides)) == 0
     printed = capsys.readouterr().out
     assert "training already finished" in printed and "--overwrite" in printed
-    assert _snapshot(job) == before and _epochs_logged(job) == [0, 1]
+    assert _snapshot(job) == before and epochs_logged(job) == [0, 1]
 
     with pytest.raises(SystemExit):
         task_cli.main(_cli_args(tiny_records, job, overrides) + ["--overwrite", "--mode", "eval"])
-    assert task_cli.main(_cli_args(tiny_records, job, overrides) + ["--overwrite", "--mode", "train"]) == 0
+    quick = ["--set", "train.steps_per_epoch=1"]
+    assert task_cli.main(_cli_args(tiny_records, job, overrides) + quick + ["--overwrite", "--mode", "train"]) == 0
     after = _snapshot(job)
-    assert _epochs_logged(job) == [0, 1]  # trained again from scratch, not appended to the old history
+    assert epochs_logged(job) == [0, 1]  # trained again from scratch, not appended to the old history
     assert after["model.keras"] != before["model.keras"] and after["done.json"] != before["done.json"]
     assert not (job / "eval").exists()  # the old metrics belonged to the removed model
 
@@ -131,7 +125,7 @@ def test_non_finite_loss_stops_the_job_with_exit_code_2_and_keeps_the_last_good_
     err = capsys.readouterr().err
     assert "loss is nan at epoch 2, batch 1/1" in err and "after epoch 1" in err, err
     state = checkpointing.read_state(str(job / "backup"))
-    assert state.epochs_done == 1 and _epochs_logged(job) == [0]
+    assert state.epochs_done == 1 and epochs_logged(job) == [0]
     assert all(np.isfinite(a).all() for a in _arrays(job / "backup" / state.weights).values() if a.dtype.kind == "f")
     assert sorted(os.listdir(job / "checkpoints")) == ["best.weights.h5", "epoch-001.weights.h5"]
     assert not (job / "done.json").exists() and not (job / "model.keras").exists()

@@ -191,6 +191,7 @@ ONEDNN_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.e2e
 def test_narrow_strided_shortcuts_train_at_any_batch_size_with_onednn():
     # oneDNN's strided 1x1 backward-weights kernel writes past its workspace when a
     # convolution has fewer input channels than its channel block (16 with AVX-512,
@@ -294,6 +295,7 @@ def _paired_data(rng, maps, num, frames=64, visual_steps=4):
     }
 
 
+@pytest.mark.e2e
 def test_small_model_learns_paired_data_beyond_chance():
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -367,6 +369,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.e2e
 def test_mirrored_strategy_loss_and_gradients_are_the_mean_over_replicas():
     import json
 

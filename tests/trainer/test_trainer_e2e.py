@@ -1,13 +1,10 @@
 """The trainer end to end on generated videos: fit, strategies, resume, evaluation, bad input."""
 
-import csv
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,66 +12,23 @@ import tensorflow as tf
 
 from avalign import hyperparams
 from tests.conftest import REPO
+from tests.jobs import (
+    AVLNET,
+    MALTA,
+    TINY_AVLNET,
+    TINY_MALTA,
+    epochs_logged,
+    experiment_config,
+    subprocess_env,
+    task_cmd,
+)
 from trainer import input as input_lib
 from trainer import train_lib
 from trainer.config import ExperimentConfig
 
-TINY_MALTA = [
-    "model.localization.num_segments=16",
-    "model.localization.video_hidden=16",
-    "model.localization.audio_hidden=8",
-    "model.localization.text_hidden=16",
-    "model.localization.attention_units=16",
-    "model.localization.regression_hidden=16",
-    "model.localization.embedding_dim=16",
-    "model.localization.vocab_size=500",
-    "train.global_batch_size=8",
-    "train.warmup_epochs=0",
-    "train.lr_decay=constant",
-    "eval.num_plot_examples=2",
-]
-TINY_AVLNET = [
-    "model.retrieval.audio_widths=[8,8,16,16]",
-    "model.retrieval.first_conv_channels=8",
-    "model.retrieval.embedding_dim=16",
-    "model.retrieval.max_audio_frames=256",
-    "train.global_batch_size=8",
-    "train.warmup_epochs=0",
-    "train.lr_decay=constant",
-]
 
-
-def _cfg(config, records, overrides):
-    return hyperparams.load(ExperimentConfig, str(REPO / config), [f"data.records_dir={records}", *overrides])
-
-
-def _task_cmd(config, records, job_dir, overrides):
-    cmd = [sys.executable, "-m", "trainer.task", "--config", str(REPO / config), "--job-dir", str(job_dir)]
-    for o in [f"data.records_dir={records}", *overrides]:
-        cmd += ["--set", o]
-    return cmd
-
-
-def _env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-
-
-def _epochs_logged(job_dir):
-    with open(job_dir / "history.csv") as f:
-        return [int(row["epoch"]) for row in csv.DictReader(f)]
-
-
-@pytest.fixture(scope="module")
-def malta_run(tiny_records, tmp_path_factory):
-    job = tmp_path_factory.mktemp("malta")
-    out = train_lib.run_experiment(
-        _cfg("configs/malta_demo.yaml", tiny_records, TINY_MALTA + ["train.epochs=2"]), str(job)
-    )
-    return job, out
-
-
-def test_localization_end_to_end(malta_run):
-    job, out = malta_run
+def test_localization_end_to_end(malta_job):
+    job, out = malta_job
     result = json.loads((job / "eval" / "test.json").read_text())
     for key in ("r1_iou_0.1", "r1_iou_0.3", "r1_iou_0.5", "r1_iou_0.7", "miou", "snapped_r1_iou_0.5"):
         assert 0.0 <= result["all"][key] <= 1.0
@@ -85,7 +39,7 @@ def test_localization_end_to_end(malta_run):
             assert result[subset][f"r1_iou_{m}"] <= result[subset][f"r5_iou_{m}"] <= 1.0
     assert (job / "config.yaml").exists() and (job / "model.keras").exists()
     assert sorted(os.listdir(job / "checkpoints"))[:2] == ["best.weights.h5", "epoch-001.weights.h5"]
-    assert _epochs_logged(job) == [0, 1]
+    assert epochs_logged(job) == [0, 1]
     # TensorBoard: scalars with R@1 and the learning rate, and the attention pictures.
     tags = set()
     for root, _, files in os.walk(job / "logs"):
@@ -96,34 +50,19 @@ def test_localization_end_to_end(malta_run):
     assert set(out["history"]) >= {"loss", "val_span_miou"}
 
 
-def test_eval_mode_reproduces_the_metrics(malta_run, tiny_records):
-    job, out = malta_run
-    cfg = _cfg("configs/malta_demo.yaml", tiny_records, TINY_MALTA)
+def test_eval_mode_reproduces_the_metrics(malta_job, tiny_records):
+    job, out = malta_job
+    cfg = experiment_config(MALTA, tiny_records, TINY_MALTA)
     again = train_lib.run_experiment(cfg, str(job), train=False)["eval"]
     assert again["all"]["miou"] == pytest.approx(out["eval"]["all"]["miou"], abs=1e-6)
 
 
-def test_windowed_inference_over_videos_longer_than_the_window(malta_run, tiny_records):
-    job, out = malta_run
-    cfg = _cfg(
-        "configs/malta_demo.yaml", tiny_records, TINY_MALTA + ["eval.window_seconds=8", "eval.window_stride_seconds=4"]
-    )
+def test_windowed_inference_over_videos_longer_than_the_window(malta_job, tiny_records):
+    job, out = malta_job
+    cfg = experiment_config(MALTA, tiny_records, TINY_MALTA + ["eval.window_seconds=8", "eval.window_stride_seconds=4"])
     windowed = train_lib.run_experiment(cfg, str(job), train=False)["eval"]
     assert windowed["num_captions"] == out["eval"]["num_captions"]
     assert 0.0 <= windowed["all"]["miou"] <= 1.0
-
-
-def test_mirrored_two_replicas(tiny_records, tmp_path):
-    cmd = _task_cmd(
-        "configs/malta_demo.yaml",
-        tiny_records,
-        tmp_path,
-        TINY_MALTA + ["train.epochs=1", "runtime.strategy=mirrored", "runtime.cpu_devices=2"],
-    )
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Strategy mirrored with 2 replica(s)" in proc.stderr
-    assert (tmp_path / "eval" / "test.json").exists()
 
 
 def _free_ports(n):
@@ -141,10 +80,10 @@ def test_multi_worker_mirrored_two_workers_on_localhost(tiny_records, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for i in range(2):
-        env = _env()
+        env = subprocess_env()
         env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        cmd = _task_cmd(
-            "configs/malta_demo.yaml",
+        cmd = task_cmd(
+            MALTA,
             tiny_records,
             tmp_path / "job",
             TINY_MALTA + ["train.epochs=1", "runtime.strategy=multi_worker_mirrored"],
@@ -159,39 +98,66 @@ def test_multi_worker_mirrored_two_workers_on_localhost(tiny_records, tmp_path):
     assert (tmp_path / "job" / "eval" / "test.json").exists()  # the chief (worker 0) writes it
 
 
-def test_killed_job_resumes_where_it_stopped(tiny_records, tmp_path):
-    cmd = _task_cmd("configs/malta_demo.yaml", tiny_records, tmp_path, TINY_MALTA + ["train.epochs=6"])
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if (tmp_path / "history.csv").exists() and len(_epochs_logged(tmp_path)) >= 2:
-            break
-        assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = _epochs_logged(tmp_path)
-    assert 2 <= len(done_before) < 6
-    # As if the kill had landed while the next backup was being written: a cut-short
-    # file under its temporary name, which the rerun ignores and deletes.
-    state = json.loads((tmp_path / "backup" / "state.json").read_text())
-    committed = tmp_path / "backup" / state["weights"]
-    (tmp_path / "backup" / ".partial-epoch-099.weights.h5").write_bytes(committed.read_bytes()[:96])
-    rerun = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+# Runs the trainer CLI, but SIGKILLs the process while it writes the backup state of the
+# epoch given as argv[1] (1-based), leaving that file half written under its temporary name.
+KILL_WHILE_COMMITTING = """
+import os, signal, sys
+from trainer import checkpointing, task
+epoch = int(sys.argv.pop(1))
+write_text = checkpointing.write_text
+def killing(path, text):
+    if path.endswith(checkpointing.STATE_FILE) and f'"epochs_done": {epoch},' in text:
+        partial = os.path.join(os.path.dirname(path), checkpointing.PARTIAL_PREFIX + os.path.basename(path))
+        with open(partial, "w") as f:
+            f.write(text[: len(text) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    write_text(path, text)
+checkpointing.write_text = killing
+sys.exit(task.main(sys.argv[1:]))
+"""
+
+
+def test_killed_mirrored_job_resumes_where_it_stopped(tiny_records, tmp_path):
+    # Two replicas (2 logical CPUs) under MirroredStrategy, killed mid-commit, then resumed.
+    overrides = ["train.epochs=3", "train.steps_per_epoch=2", "runtime.strategy=mirrored", "runtime.cpu_devices=2"]
+    cmd = task_cmd(MALTA, tiny_records, tmp_path, TINY_MALTA + overrides)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_WHILE_COMMITTING, "2", *cmd[3:]],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    # Killed during epoch 2's commit: its checkpoint and history row were written, its
+    # backup state only partly.
+    assert epochs_logged(tmp_path) == [0, 1]
+    assert (tmp_path / "checkpoints" / "epoch-002.weights.h5").exists()
+    assert json.loads((tmp_path / "backup" / "state.json").read_text())["epochs_done"] == 1
+    assert (tmp_path / "backup" / ".partial-state.json").exists()
+    rerun = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    epochs = _epochs_logged(tmp_path)
-    # The rerun resumes from the last committed epoch instead of starting over, and
-    # every epoch is logged exactly once: rows after that commit are redone.
-    assert f"Resuming after epoch {len(done_before) - 1}" in rerun.stderr or (
-        f"Resuming after epoch {len(done_before)}" in rerun.stderr
-    ), rerun.stderr[-3000:]
-    assert epochs == list(range(6)), epochs
+    # The rerun resumes after the last committed epoch, redoes epoch 2 and logs every
+    # epoch exactly once.
+    assert "Resuming after epoch 1 " in rerun.stderr, rerun.stderr[-3000:]
+    assert "Strategy mirrored with 2 replica(s)" in rerun.stderr
+    assert epochs_logged(tmp_path) == [0, 1, 2]
     assert not list((tmp_path / "backup").glob(".partial-*"))
+    assert (tmp_path / "done.json").exists() and (tmp_path / "eval" / "test.json").exists()
 
 
 def test_dims_that_disagree_with_records_stop_before_training(tiny_records, tmp_path):
-    cfg = _cfg("configs/malta_demo.yaml", tiny_records, TINY_MALTA + ["model.localization.video_dim=4096"])
+    cfg = experiment_config(MALTA, tiny_records, TINY_MALTA + ["model.localization.video_dim=4096"])
     with pytest.raises(input_lib.RecordsError, match=r"video_dim=4096 but the records give \d+"):
+        train_lib.run_experiment(cfg, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_batch_larger_than_the_training_set_stops_before_training(tiny_records, tmp_path):
+    # Training batches drop their remainder: such a job used to "train" zero steps and exit 0.
+    cfg = experiment_config(MALTA, tiny_records, TINY_MALTA + ["train.global_batch_size=1000"])
+    with pytest.raises(hyperparams.ConfigError, match=r"train.global_batch_size=1000 is more than the \d+ training"):
         train_lib.run_experiment(cfg, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
 
@@ -206,10 +172,10 @@ def test_record_missing_a_feature_is_named(tiny_records, tmp_path):
     example.features.feature["video_id"].bytes_list.value.append(b"broken")
     with tf.io.TFRecordWriter(str(shard), options="GZIP") as w:
         w.write(example.SerializeToString())
-    cfg = _cfg("configs/malta_demo.yaml", bad, TINY_MALTA)
+    cfg = experiment_config(MALTA, bad, TINY_MALTA)
     with pytest.raises(input_lib.RecordsError, match=r"train-00000-of-00002.*misses a required feature"):
         train_lib.run_experiment(cfg, str(tmp_path / "job"))
-    skipping = _cfg("configs/malta_demo.yaml", bad, TINY_MALTA + ["data.on_bad_record=skip"])
+    skipping = experiment_config(MALTA, bad, TINY_MALTA + ["data.on_bad_record=skip"])
     info = input_lib.RecordsInfo(skipping.data.records_dir)
     counts = input_lib.validate_records(info, "train", ("visual_2d", "visual_3d"), "skip")
     assert counts["skipped"] == 1
@@ -225,19 +191,10 @@ def test_cli_rejects_unknown_flags_and_keys(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-@pytest.fixture(scope="module")
-def avlnet_run(tiny_records, tmp_path_factory):
-    job = tmp_path_factory.mktemp("avlnet")
-    out = train_lib.run_experiment(
-        _cfg("configs/avlnet_demo.yaml", tiny_records, TINY_AVLNET + ["train.epochs=2"]), str(job)
-    )
-    return job, out
-
-
-def test_retrieval_end_to_end_and_hub_loadable_encoder(avlnet_run):
+def test_retrieval_end_to_end_and_hub_loadable_encoder(avlnet_job):
     import tensorflow_hub as hub
 
-    job, out = avlnet_run
+    job, out = avlnet_job
     result = json.loads((job / "eval" / "test.json").read_text())
     for d in ("a2v", "v2a"):
         assert {"r1", "r5", "r10", "median_rank"} <= set(result["all"][d])
@@ -259,10 +216,10 @@ def test_retrieval_end_to_end_and_hub_loadable_encoder(avlnet_run):
     np.testing.assert_allclose(single["pooled_embedding"], got["pooled_embedding"][0], rtol=1e-4, atol=1e-5)
 
 
-def test_malta_trained_on_avlnet_audio_features(avlnet_run, tiny_records, tmp_path):
-    job, _ = avlnet_run
-    cfg = _cfg(
-        "configs/malta_demo.yaml",
+def test_malta_trained_on_avlnet_audio_features(avlnet_job, tiny_records, tmp_path):
+    job, _ = avlnet_job
+    cfg = experiment_config(
+        MALTA,
         tiny_records,
         TINY_MALTA
         + ["train.epochs=1", "data.audio_feature=avlnet", f"data.audio_encoder={job / 'export' / 'audio_encoder'}"],
@@ -272,12 +229,14 @@ def test_malta_trained_on_avlnet_audio_features(avlnet_run, tiny_records, tmp_pa
     assert (tmp_path / "eval" / "test.json").exists()
 
 
-def test_images_mode_fine_tunes_from_the_video_model(avlnet_run, tiny_records, tmp_path):
+def test_images_mode_fine_tunes_from_the_video_model(avlnet_job, tiny_records, tmp_path):
     import keras
 
-    job, _ = avlnet_run
+    job, _ = avlnet_job
     overrides = TINY_AVLNET + ["train.epochs=1", f"train.init_checkpoint={job / 'model.keras'}"]
-    cfg = _cfg("configs/avlnet_images_demo.yaml", tiny_records, overrides + ["model.retrieval.freeze_visual=true"])
+    cfg = experiment_config(
+        "configs/avlnet_images_demo.yaml", tiny_records, overrides + ["model.retrieval.freeze_visual=true"]
+    )
     # Loaded, not yet trained: the audio encoder is the video model's; the 2D-only
     # visual unit has another input width and keeps its initialization.
     from trainer.registry import get_task
@@ -297,13 +256,13 @@ def test_cascade_end_to_end(tiny_records, tmp_path):
     from trainer import cascade
 
     table = cascade.run_cascade(
-        config=str(REPO / "configs/avlnet_demo.yaml"),
+        config=str(REPO / AVLNET),
         records_dir=str(tiny_records),
         job_root=str(tmp_path),
         source_language="en",
         target_language="ja",
         seeds=[0],
-        overrides=TINY_AVLNET + ["train.epochs=1"],
+        overrides=TINY_AVLNET + ["train.epochs=1", "train.global_batch_size=4"],  # 5 ja train clips
     )
     rows = [line.split()[0:2] for line in table.splitlines()[1:-1]]
     assert [" ".join(r) for r in rows] == ["target only", "pretrained zero-shot", "pretrained +", "pretrained +"]
