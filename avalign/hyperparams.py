@@ -14,6 +14,8 @@ from typing import Any, Iterable, Mapping, TypeVar
 
 import yaml
 
+from avalign import fileio
+
 T = TypeVar("T")
 
 
@@ -407,12 +409,5 @@ def load(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterabl
 
 
 def save(cfg: Any, path: str | os.PathLike) -> None:
-    """Writes the resolved config as YAML (the record of what made an artifact)."""
-    import tensorflow as tf  # gfile: job dirs may be gs:// paths.
-
-    text = yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False)
-    parent = os.path.dirname(str(path))
-    if parent:
-        tf.io.gfile.makedirs(parent)
-    with tf.io.gfile.GFile(str(path), "w") as f:
-        f.write(text)
+    """Writes the resolved config as YAML (the record of what made an artifact), atomically."""
+    fileio.write_text(str(path), yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False))

@@ -16,13 +16,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from avalign.fileio import PARTIAL_PREFIX, partial_path, publish, write_text
+
 STATE_FILE = "state.json"
 DONE_FILE = "done.json"
 HISTORY_FILE = "history.csv"
 BEST_CHECKPOINT = "best.weights.h5"
-# Files being written carry this prefix until they are complete and renamed;
-# a kill mid-write leaves only such a file, which a resume deletes.
-PARTIAL_PREFIX = ".partial-"
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 
 
@@ -39,38 +38,21 @@ def epoch_checkpoint_name(epochs_done: int) -> str:
     return f"epoch-{epochs_done:03d}.weights.h5"
 
 
-def _partial(path: str) -> str:
-    return os.path.join(os.path.dirname(path), PARTIAL_PREFIX + os.path.basename(path))
-
-
-def _publish(partial: str, path: str) -> None:
-    """Makes a completely written file visible under its final name (atomic on POSIX and GCS objects)."""
-    tf.io.gfile.rename(partial, path, overwrite=True)
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes `path` so that readers see the old or the new content, never a part."""
-    partial = _partial(path)
-    with tf.io.gfile.GFile(partial, "w") as f:
-        f.write(text)
-    _publish(partial, path)
-
-
 def save_model_file(model: keras.Model, path: str) -> None:
     """`model.save_weights` (.weights.h5) or `model.save` (.keras), atomically."""
-    partial = _partial(path)
+    partial = partial_path(path)
     if path.endswith(".weights.h5"):
         model.save_weights(partial)
     else:
         model.save(partial)
-    _publish(partial, path)
+    publish(partial, path)
 
 
 def copy_file(src: str, path: str) -> None:
     """Copies `src` to `path` atomically."""
-    partial = _partial(path)
+    partial = partial_path(path)
     tf.io.gfile.copy(src, partial, overwrite=True)
-    _publish(partial, path)
+    publish(partial, path)
 
 
 def remove_partials(directory: str) -> None:

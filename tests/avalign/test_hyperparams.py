@@ -6,7 +6,7 @@ from typing import Literal, Optional
 import pytest
 import yaml
 
-from avalign import hyperparams
+from avalign import fileio, hyperparams
 
 
 @dataclasses.dataclass
@@ -104,6 +104,21 @@ def test_save_round_trip(tmp_path):
     hyperparams.save(cfg, tmp_path / "job" / "config.yaml")
     again = hyperparams.load(Outer, tmp_path / "job" / "config.yaml")
     assert again == cfg
+
+
+def test_save_is_atomic_a_write_cut_short_keeps_the_old_config(tmp_path, monkeypatch):
+    path = tmp_path / "job" / "config.yaml"
+    hyperparams.save(hyperparams.apply_overrides(Outer(), ["inner.width=3"]), path)
+    before = path.read_text()
+
+    def killed(partial, final):
+        raise KeyboardInterrupt("killed before the rename")
+
+    monkeypatch.setattr(fileio, "publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        hyperparams.save(hyperparams.apply_overrides(Outer(), ["inner.width=5"]), path)
+    assert path.read_text() == before  # the new text only ever went to the temporary name
+    assert (path.parent / (fileio.PARTIAL_PREFIX + "config.yaml")).exists()
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from avalign import fileio
 from tests.jobs import MALTA, MALTA_JOB, TINY_MALTA, epochs_logged, experiment_config, task_args
 from trainer import checkpointing, registry, train_lib
 from trainer import task as task_cli
@@ -248,7 +249,7 @@ def test_a_kill_at_any_point_of_an_epoch_commit_resumes_to_the_uninterrupted_res
             _kill_after(m, step, epoch)
         else:
             target = checkpointing.STATE_FILE if step == "state" else f"epoch-{epoch + 1:03d}.weights.h5"
-            publish = checkpointing._publish
+            publish = fileio.publish
             # The state file is written every epoch, the weights under each epoch's name.
             calls = {"left": epoch + 1 if step == "state" else 1}
 
@@ -261,7 +262,9 @@ def test_a_kill_at_any_point_of_an_epoch_commit_resumes_to_the_uninterrupted_res
                     raise Killed(f"writing {path}")
                 publish(partial, path)
 
-            m.setattr(checkpointing, "_publish", cut_short)
+            # Every atomic write of the commit publishes through fileio.publish.
+            m.setattr(fileio, "publish", cut_short)
+            m.setattr(checkpointing, "publish", cut_short)
         with pytest.raises(Killed):
             _fit(job, _model())
     committed = checkpointing.read_state(str(job / "backup"))
