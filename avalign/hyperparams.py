@@ -69,7 +69,8 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 
-def _yaml_load(stream: Any) -> Any:
+def load_yaml(stream: Any) -> Any:
+    """Parses YAML text or a stream as configs are read (numbers as YAML 1.2 and Python read them)."""
     return yaml.load(stream, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
@@ -258,7 +259,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
             if _numeric_kind(inner)[0] is not None:  # `--set widths=8,8,16,16`
-                value = [_yaml_load(v) for v in value]
+                value = [load_yaml(v) for v in value]
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]  # `--set scales=0.5`, as `--set names=a` is ['a']
         if not isinstance(value, (list, tuple)):
@@ -348,7 +349,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"Override {text!r} has an empty key.")
     try:
-        value = _yaml_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -394,7 +395,7 @@ def load(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterabl
     if path:
         with open(path, encoding="utf-8") as f:
             try:
-                data = _yaml_load(f) or {}
+                data = load_yaml(f) or {}
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if not isinstance(data, Mapping):

@@ -19,6 +19,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
+from avalign import fileio
+
 SCHEMA_VERSION = 1
 STORAGE_DTYPES = ("float16", "float32")
 
@@ -265,11 +267,7 @@ def write_metadata(path: str, metadata: Mapping[str, Any]) -> None:
     The file is written under a temporary name and renamed into place, so a
     reader sees either no schema file or a complete one.
     """
-
-    tmp = temp_path(path)
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump({"schema_version": SCHEMA_VERSION, **metadata}, f, indent=2, sort_keys=True)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    fileio.write_text(path, json.dumps({"schema_version": SCHEMA_VERSION, **metadata}, indent=2, sort_keys=True))
 
 
 def invalidate_metadata(output_dir: str) -> bool:

@@ -372,7 +372,8 @@ class WriteMetadataFn(beam.DoFn):
                 "dim": dims[features.AUDIO_EMBEDDING][0],
                 "rate": 1.0 / cfg.audio_embedding.hop_seconds,
             }
-        files = {s: sorted(rel for split, rel, _ in shards if split == s) for s in SPLITS}
+        # Exactly the shard files this run wrote, each with its record count.
+        files = {s: {rel: int(n) for split, rel, n in sorted(shards) if split == s} for s in SPLITS}
         record_pattern = "{split}/{split}-*-of-*" + RECORD_SUFFIX
         meta = {
             "counts": {s: int(counts.get(s, 0)) for s in sorted(set(counts) | set(SPLITS))},
@@ -380,7 +381,6 @@ class WriteMetadataFn(beam.DoFn):
             "num_shards": cfg.num_shards,
             "record_pattern": record_pattern,
             "files": files,
-            "file_records": {rel: int(n) for _, rel, n in sorted(shards)},
             "storage_dtype": cfg.storage_dtype,
             "audio": {
                 "feature": features.AUDIO,
@@ -392,10 +392,11 @@ class WriteMetadataFn(beam.DoFn):
             "config": hyperparams.to_dict(cfg),
             "job": self._job,
         }
-        remove_stale_shards(self._output_dir, record_pattern, meta["file_records"], SPLITS)
+        listed = [rel for split_files in files.values() for rel in split_files]
+        remove_stale_shards(self._output_dir, record_pattern, listed, SPLITS)
         path = os.path.join(self._output_dir, features.METADATA_FILE)
         features.write_metadata(path, meta)
-        logging.info("Wrote %s listing %d shard files.", path, len(meta["file_records"]))
+        logging.info("Wrote %s listing %d shard files.", path, len(listed))
         yield path
 
 

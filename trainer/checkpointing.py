@@ -314,7 +314,7 @@ class EpochCommit(keras.callbacks.Callback):
                 tf.io.gfile.remove(path)
 
 
-class NonFiniteGuard(keras.callbacks.Callback):
+class StopOnNonFinite(keras.callbacks.Callback):
     """Stops training at a non-finite loss or non-finite weights, before anything is saved.
 
     Raises `NonFiniteLossError` from the batch whose loss is NaN or infinite,
@@ -430,7 +430,7 @@ def resumable_fit(
     state, rows = restore(backup_dir, checkpoint_dir, history_path, monitor, mode)
     commit = EpochCommit(backup_dir, checkpoint_dir, history_path, state, rows)
     # The guard comes first, so no other callback sees a non-finite epoch.
-    every = [NonFiniteGuard(commit), *callbacks, commit, *observers]
+    every = [StopOnNonFinite(commit), *callbacks, commit, *observers]
     if early_stopping_patience:
         every.append(ResumableEarlyStopping(state, monitor=monitor, mode=mode, patience=early_stopping_patience))
     if state.epochs_done >= epochs:

@@ -77,7 +77,7 @@ class RecordsInfo:
             )
             files = sorted(tf.io.gfile.glob(pattern))
         else:
-            files = [os.path.join(self.records_dir, f) for f in self.meta["files"].get(split, [])]
+            files = [os.path.join(self.records_dir, f) for f in sorted(self.meta["files"].get(split, {}))]
             missing = [f for f in files if not tf.io.gfile.exists(f)]
             if missing:
                 raise RecordsError(
@@ -105,7 +105,7 @@ class RecordsInfo:
     def listed_records(self, path: str) -> Optional[int]:
         """How many records schema.json says the shard `path` holds (None if it does not say)."""
         rel = os.path.relpath(path, self.records_dir)
-        n = self.meta.get("file_records", {}).get(rel)
+        n = self.meta.get("files", {}).get(rel.split("/", 1)[0], {}).get(rel)
         return None if n is None else int(n)
 
     def count(self, split: str) -> int:

@@ -117,7 +117,8 @@ def _config_changes(cfg: ExperimentConfig, job_dir: str) -> list[str]:
         return []
     try:
         with tf.io.gfile.GFile(path) as f:
-            recorded = yaml.safe_load(f) or {}
+            # Read as the config loader reads it, so that only real differences show.
+            recorded = hyperparams.load_yaml(f) or {}
     except yaml.YAMLError:
         return [CONFIG_FILE]
 

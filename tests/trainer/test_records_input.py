@@ -117,7 +117,7 @@ def test_both_tasks_train_on_the_readable_records_of_a_damaged_shard(records, tm
 
 def test_shard_with_other_records_than_listed_is_an_error(records):
     meta = json.loads((records / features.METADATA_FILE).read_text())
-    meta["file_records"][SHARD] = 7
+    meta["files"]["train"][SHARD] = 7
     (records / features.METADATA_FILE).write_text(json.dumps(meta))
     info = input_lib.RecordsInfo(str(records))
     with pytest.raises(input_lib.RecordsError, match=r"train-00000-of-00002.tfrecord.gz holds 5 records but .* 7"):

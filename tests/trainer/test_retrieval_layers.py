@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from trainer import guards
 from trainer.retrieval import layers as rl
 
 TINY = dict(num_mel_bins=40, first_conv_channels=5, widths=[4, 6, 6, 8], blocks_per_stage=2, kernel_width=5)
@@ -161,7 +162,7 @@ def test_non_finite_guard_drops_clips_with_bad_valid_steps_only():
     a[1, 1, 1] = np.inf  # valid step of clip 1: clip dropped
     b[2, 0, 0] = np.nan  # valid step of the second stream of clip 2: clip dropped
     mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]], "float32")
-    (clean_a, clean_b), clean_mask = rl.NonFiniteGuard()([a, b], mask)
+    (clean_a, clean_b), clean_mask = guards.NonFiniteGuard()([a, b], mask)
     np.testing.assert_array_equal(np.asarray(clean_mask), [[1, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
     assert np.all(np.isfinite(np.asarray(clean_a))) and np.all(np.isfinite(np.asarray(clean_b)))
     assert np.asarray(clean_a)[0, :3].sum() == 6.0 and np.asarray(clean_a)[1:].sum() == 0.0
@@ -169,7 +170,7 @@ def test_non_finite_guard_drops_clips_with_bad_valid_steps_only():
 
 def test_non_finite_guard_drops_clips_flagged_absent():
     x = np.ones((2, 3, 1), "float32")
-    (clean,), mask = rl.NonFiniteGuard()([x], np.ones((2, 3), "float32"), np.array([0.0, 1.0], "float32"))
+    (clean,), mask = guards.NonFiniteGuard()([x], np.ones((2, 3), "float32"), np.array([0.0, 1.0], "float32"))
     np.testing.assert_array_equal(np.asarray(mask), [[0, 0, 0], [1, 1, 1]])
     np.testing.assert_array_equal(np.asarray(clean)[:, :, 0], [[0, 0, 0], [1, 1, 1]])
 
@@ -205,7 +206,7 @@ def test_pair_validity():
             (np.ones((2, 3, 4), "float32"), np.ones((2, 3), "float32")),
         ),
         (rl.MaskedMeanPooling(), (np.ones((2, 3, 4), "float32"), np.ones((2, 3), "float32"))),
-        (rl.NonFiniteGuard(), ([np.ones((2, 3, 4), "float32")], np.ones((2, 3), "float32"))),
+        (guards.NonFiniteGuard(), ([np.ones((2, 3, 4), "float32")], np.ones((2, 3), "float32"))),
         (rl.LengthMask(), (np.array([1, 2], "int32"), np.ones((2, 3, 1), "float32"))),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, keras.layers.Layer) else "",

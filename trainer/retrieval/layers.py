@@ -13,9 +13,6 @@ from typing import Sequence
 import keras
 from keras import ops
 
-# Re-exported: the input guards live in trainer.guards, shared with the localization model.
-from trainer.guards import FiniteClips, NonFiniteGuard  # noqa: F401
-
 _PACKAGE = "avalign"
 
 
@@ -480,7 +477,7 @@ class PairValidity(keras.layers.Layer):
 
     A pair is usable when `audio_present` > 0, at least one output audio frame is
     valid and at least one visual step is valid (both masks come after
-    `NonFiniteGuard`, so clips with NaN/Inf are not usable).
+    `trainer.guards.NonFiniteGuard`, so clips with NaN/Inf are not usable).
     """
 
     def call(self, audio_present, audio_frame_mask, visual_mask):
