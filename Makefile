@@ -22,12 +22,12 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt setup.py
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m avalign.demo --out $(DEMO_DIR)
+	$(PY) -m apps.demo --out $(DEMO_DIR)
 
 # MALTA vs ABLR vs audio-only over 3 seeds on a 240-video corpus (about 15 min on 2 idle cores):
 # the demo's 80 videos leave 11 test videos, too few to tell the models apart.
 study: $(STAMP)
-	$(PY) -m avalign.demo --out $(STUDY_DIR) --videos 240 --seeds 3 --epochs 12 --stages corpus,preprocess,localization
+	$(PY) -m apps.demo --out $(STUDY_DIR) --videos 240 --seeds 3 --epochs 12 --stages corpus,preprocess,localization
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -17,12 +17,16 @@ setuptools.setup(
         include=[
             "avalign",
             "avalign.*",
+            "corpus",
+            "corpus.*",
             "preprocessing",
             "preprocessing.*",
             "trainer",
             "trainer.*",
             "serving",
             "serving.*",
+            "apps",
+            "apps.*",
         ]
     ),
     install_requires=REQUIRED,

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from preprocessing.config import AudioConfig
+from avalign.audio import AudioConfig
 
 TARGET_SPEEDUP = 5.0
 
@@ -38,7 +38,7 @@ def _librosa_log_mel(waveform: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     """The reference: AVLnet's librosa recipe (pre-emphasis, centred reflect-padded STFT, Mel, dB)."""
     import librosa
 
-    from preprocessing import audio
+    from avalign import audio
 
     emphasized = np.append(waveform[0], waveform[1:] - cfg.preemphasis * waveform[:-1])
     power = librosa.feature.melspectrogram(
@@ -87,7 +87,7 @@ def run(seconds: float = 600.0, repeats: int = 5) -> list[dict]:
     """
     import tensorflow as tf
 
-    from preprocessing import audio
+    from avalign import audio
 
     if seconds <= 0 or repeats <= 0:
         raise ValueError(f"seconds and repeats must be > 0, got {seconds} and {repeats}.")

@@ -9,7 +9,7 @@ import time
 
 
 def _corpus(root: str, videos: int) -> str:
-    from preprocessing import synthetic
+    from corpus import synthetic
 
     corpus = os.path.join(root, f"corpus_{videos}")
     if not os.path.exists(os.path.join(corpus, "corpus.json")):
@@ -21,7 +21,8 @@ def _corpus(root: str, videos: int) -> str:
 
 def run(root: str = "bench_out", videos: int = 48, workers=(1, 2)) -> list[dict]:
     """Runs the Beam job (DirectRunner) on a generated corpus with each worker count."""
-    from preprocessing import features, pipeline
+    from avalign import features
+    from preprocessing import pipeline
 
     corpus = _corpus(root, videos)
     with open(os.path.join(corpus, "annotations.json")) as f:

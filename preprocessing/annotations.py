@@ -8,7 +8,7 @@ Formats (the keys of READERS):
   youcook2       YouCook2 JSON `{"database": {vid: {duration, subset, annotations}}}`.
   qvhighlights   jsonl, one query a line: `qid, query, duration, vid, relevant_windows`.
   howto100m      ASR captions JSON `{vid: {start: [...], end: [...], text: [...]}}`.
-  builtin        the corpus written by `python -m preprocessing.synthetic`.
+  builtin        the corpus written by `python -m corpus.synthetic`.
 
 Every reader returns a lazy iterator of `VideoAnnotation | Rejected`. Each input
 line (line formats) or caption (JSON formats) is either read into a Caption or
@@ -726,7 +726,7 @@ def read_builtin(
     max_overshoot: float = DEFAULT_MAX_OVERSHOOT,
     stats: Optional[ReadStats] = None,
 ) -> Iterator[Item]:
-    """Reads the built-in corpus written by `python -m preprocessing.synthetic`.
+    """Reads the built-in corpus written by `python -m corpus.synthetic`.
 
     `<path>/annotations.json` is ActivityNet Captions JSON whose entries may also
     carry `language` (str), `sentences_en` (an English caption per step, filling

@@ -1,56 +1,12 @@
-"""Typed configs of the preprocessing job and of the audio / visual front-ends."""
+"""Typed configs of the preprocessing job and its visual extractors (the audio front-end's is `avalign.audio.AudioConfig`)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 from avalign import hyperparams
-
-
-@dataclasses.dataclass
-class AudioConfig:
-    """The one audio front-end (AVLnet defaults).
-
-    Attributes:
-      sample_rate: Hz that every decoded track is resampled to (mono).
-      preemphasis: pre-emphasis coefficient; 0 disables it.
-      window_seconds: analysis window length (Hamming).
-      hop_seconds: hop between frames; 1 / hop_seconds frames per second.
-      num_mel_bins: Mel filters.
-      fmin: lowest Mel filter edge in Hz.
-      fmax: highest edge in Hz; None means sample_rate / 2.
-      n_fft: FFT size; None means the next power of two >= window length.
-      top_db: floor of the dB scale relative to the maximum, None to disable.
-      num_mfcc: cepstral coefficients kept by the MFCC view.
-      mfcc_deltas: whether the MFCC view appends deltas and delta-deltas.
-    """
-
-    sample_rate: int = hyperparams.field(16000, bounds="[1, inf)")
-    preemphasis: float = hyperparams.field(0.97, bounds="[0, 1)")
-    window_seconds: float = hyperparams.field(0.025, bounds="(0, inf)")
-    hop_seconds: float = hyperparams.field(0.010, bounds="(0, inf)")
-    num_mel_bins: int = hyperparams.field(40, bounds="[1, inf)")
-    fmin: float = hyperparams.field(20.0, bounds="[0, inf)")
-    fmax: Optional[float] = hyperparams.field(None, bounds="(0, inf)")
-    n_fft: Optional[int] = hyperparams.field(None, bounds="[1, inf)")
-    top_db: Optional[float] = hyperparams.field(None, bounds="[0, inf)")
-    num_mfcc: int = hyperparams.field(13, bounds="[1, inf)")
-    mfcc_deltas: bool = True
-
-    def __post_init__(self):
-        hyperparams.validate(self)
-        if self.hop_seconds > self.window_seconds:
-            raise ValueError(
-                f"audio.hop_seconds must be in (0, window_seconds={self.window_seconds}], got {self.hop_seconds}."
-            )
-        if self.fmax is not None and self.fmax <= self.fmin:
-            raise ValueError(f"audio.fmax={self.fmax} must exceed audio.fmin={self.fmin}.")
-
-    @property
-    def frame_rate(self) -> float:
-        """Feature frames per second."""
-        return 1.0 / self.hop_seconds
+from avalign.audio import AudioConfig
 
 
 @dataclasses.dataclass

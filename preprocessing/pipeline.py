@@ -40,9 +40,8 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from avalign import hyperparams
+from avalign import features, hyperparams
 from preprocessing import annotations as annotations_lib
-from preprocessing import features
 from preprocessing.config import PreprocessConfig
 from preprocessing.records import SPLITS, Caption, Rejected, VideoAnnotation
 
@@ -132,10 +131,10 @@ class ExtractFeaturesFn(beam.DoFn):
                 self._extractors[name] = visual.get_extractor(stream_cfg)
         self._audio_embedding = None
         if self._cfg.audio_embedding.handle:
-            from preprocessing import audio
+            from preprocessing import audio_embedding
 
             emb = self._cfg.audio_embedding
-            self._audio_embedding = audio.HubAudioEmbedding(
+            self._audio_embedding = audio_embedding.HubAudioEmbedding(
                 emb.handle, emb.key(), emb.hop_seconds, self._cfg.audio.sample_rate
             )
         self._good = Metrics.counter(NAMESPACE, "videos_written")
@@ -152,7 +151,8 @@ class ExtractFeaturesFn(beam.DoFn):
         )
 
     def process(self, ann: VideoAnnotation):
-        from preprocessing import audio, imported, media
+        from avalign import audio
+        from preprocessing import imported, media
 
         cfg = self._cfg
         try:

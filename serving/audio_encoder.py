@@ -20,9 +20,9 @@ import logging
 import keras
 import tensorflow as tf
 
-from preprocessing import audio as audio_lib
-from preprocessing.config import AudioConfig
-from serving import export_util
+from avalign import audio as audio_lib
+from avalign import export_util
+from avalign.audio import AudioConfig
 
 
 class AudioEncoderModule(tf.Module):

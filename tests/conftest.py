@@ -43,7 +43,7 @@ def real_annotation_files(request) -> tuple[str, pathlib.Path]:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> pathlib.Path:
     """A small built-in corpus (10 videos of 16-24 s, English and Japanese)."""
-    from preprocessing import synthetic
+    from corpus import synthetic
 
     out = tmp_path_factory.mktemp("corpus")
     cfg = synthetic.SyntheticConfig(

@@ -8,7 +8,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from preprocessing import features
+from avalign import features
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -115,7 +115,7 @@ class RecordsInfo:
     def audio_config(self):
         """The AudioConfig the records were made with (for the MFCC view)."""
         from avalign import hyperparams
-        from preprocessing.config import AudioConfig
+        from avalign.audio import AudioConfig
 
         return hyperparams.from_dict(AudioConfig, self.meta["config"]["audio"])
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from preprocessing import features, pipeline
+from avalign import features
+from preprocessing import pipeline
 from trainer import input as input_lib
 
 

@@ -11,7 +11,8 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from preprocessing import annotations, features, pipeline
+from avalign import features
+from preprocessing import annotations, pipeline
 from preprocessing.config import PreprocessConfig
 from preprocessing.records import Caption, VideoAnnotation
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avalign import hyperparams
-from preprocessing import features
+from avalign import features, hyperparams
 from tests.conftest import REPO
 from tests.jobs import AVLNET, MALTA, TINY_AVLNET, TINY_MALTA
 from trainer import base_task, train_lib

@@ -7,8 +7,7 @@ import shutil
 import pytest
 import tensorflow as tf
 
-from avalign import hyperparams
-from preprocessing import features
+from avalign import features, hyperparams
 from tests.conftest import REPO
 from trainer import input as input_lib
 from trainer.config import ExperimentConfig

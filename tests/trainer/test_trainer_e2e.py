@@ -205,7 +205,7 @@ def test_retrieval_end_to_end_and_hub_loadable_encoder(avlnet_job):
     assert single["pooled_embedding"].shape == (16,)
     assert single["frame_embeddings"].shape == (int(np.ceil(301 / 16)), 16)
     # The exported encoder gives the in-memory model's pooled embedding for the same log-Mel.
-    from preprocessing import audio
+    from avalign import audio
     from trainer.retrieval import model as model_lib
 
     log_mel = audio.log_mel(tf.constant(wave))[None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from preprocessing import features
+from avalign import features
 from trainer.localization import losses
 
 # Names of the per-caption tensors that are not model inputs, kept for evaluation.

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from preprocessing import audio as audio_lib
-from preprocessing import features
+from avalign import audio as audio_lib
+from avalign import features
 from trainer import checkpointing, distribute
 from trainer import input as input_lib
 from trainer.base_task import Task, records_facts
@@ -47,7 +47,7 @@ def make_audio_view(kind: str, info: input_lib.RecordsInfo, encoder_path: str = 
         key = features.stream_keys(features.AUDIO_EMBEDDING)["features"]
         rate = info.stream_rates[features.AUDIO_EMBEDDING]
         return lambda video: (video[key], rate)
-    from serving import export_util
+    from avalign import export_util
 
     if not tf.io.gfile.exists(os.path.join(encoder_path, "saved_model.pb")):
         encoder_path = export_util.latest_version_dir(encoder_path)

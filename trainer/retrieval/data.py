@@ -6,7 +6,7 @@ import math
 
 import tensorflow as tf
 
-from preprocessing import features
+from avalign import features
 
 META_KEYS = ("video_id", "language", "start", "end")
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from preprocessing import corpus_vocab, tts
+from corpus import tts
+from corpus import vocab as corpus_vocab
 
 SENTENCES = {
     "en": "Rotate the striped red circle.",

@@ -20,8 +20,9 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from preprocessing import corpus_vocab, tts
-from preprocessing.corpus_vocab import ACTIONS, SceneObject
+from corpus import tts
+from corpus import vocab as corpus_vocab
+from corpus.vocab import ACTIONS, SceneObject
 
 GENERATOR_VERSION = "1.1"  # 1.1: reproducible encoding (no x264 macroblock tree).
 SUPPORTED_LANGUAGES = tuple(code for code in corpus_vocab.LANGUAGES if code in tts.SUPPORTED_LANGUAGES)
@@ -1102,7 +1103,7 @@ def generate(cfg: SyntheticConfig, progress: bool = True) -> dict:
     _write_json(
         os.path.join(cfg.out, "corpus.json"),
         {
-            "generator": "preprocessing.synthetic",
+            "generator": "corpus.synthetic",
             "version": GENERATOR_VERSION,
             "video_codec": video_codec(),
             "audio_codec": "aac",
@@ -1120,7 +1121,7 @@ def generate(cfg: SyntheticConfig, progress: bool = True) -> dict:
 def _parser() -> argparse.ArgumentParser:
     defaults = SyntheticConfig(out="-")
     p = argparse.ArgumentParser(
-        prog="python -m preprocessing.synthetic",
+        prog="python -m corpus.synthetic",
         description="Generate the built-in multilingual how-to video corpus (mp4 + ActivityNet-style captions).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False,  # A mistyped flag is an error, not a silent prefix match.

@@ -1,4 +1,4 @@
-"""The audio front-end against librosa, in graph mode, batched, exported, and its numpy and TF Hub paths."""
+"""The audio front-end against librosa, in graph mode, batched, exported, and its numpy path."""
 
 import librosa
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import scipy.signal
 import tensorflow as tf
 
-from preprocessing import audio
-from preprocessing.config import AudioConfig
+from avalign import audio
+from avalign.audio import AudioConfig
 
 SR = 16000
 # Measured max |ours - librosa| is ~2e-4 dB (float32 FFTs on both sides); the bound leaves 50x room.
@@ -228,75 +228,3 @@ def test_numpy_path_top_db_is_global_across_chunks():
 def test_numpy_path_rejects_bad_waveforms(waveform, message):
     with pytest.raises(ValueError, match=message):
         audio.compute_log_mel_numpy(waveform)
-
-
-class _TinyAudioModel(tf.Module):
-    """A YAMNet-shaped model: 0.96 s windows every 0.48 s -> (scores, embeddings, spectrogram)."""
-
-    def __init__(self, dim: int = 6):
-        super().__init__()
-        rng = np.random.default_rng(0)
-        self.projection = tf.Variable(rng.standard_normal((15360, dim)).astype(np.float32) * 0.01)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
-    def __call__(self, waveform):
-        frames = tf.signal.frame(waveform, 15360, 7680, pad_end=True)
-        embeddings = tf.matmul(frames, self.projection)
-        return tf.nn.softmax(embeddings), embeddings, tf.abs(frames[:, :16])
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="waveform")])
-    def outputs(self, waveform):
-        scores, embeddings, _ = self.__call__(waveform)
-        return {"scores": scores, "embeddings": embeddings}
-
-
-@pytest.fixture(scope="module")
-def tiny_hub_model(tmp_path_factory):
-    model = _TinyAudioModel()
-    path = str(tmp_path_factory.mktemp("hub") / "tiny_audio")
-    tf.saved_model.save(model, path, signatures={"serving_default": model.outputs})
-    return path, model
-
-
-def test_hub_embedding_selects_outputs(tiny_hub_model, signal):
-    path, model = tiny_hub_model
-    expected = model(tf.constant(signal))[1].numpy()
-    assert expected.shape == (7, 6)  # 48000 samples, 7680 hop, padded end.
-
-    embeddings, rate = audio.HubAudioEmbedding(path, output_key=1)(signal)
-    np.testing.assert_allclose(embeddings, expected, rtol=1e-5, atol=1e-6)
-    assert rate == pytest.approx(1 / 0.48)
-
-    by_signature = audio.HubAudioEmbedding(path, output_key="embeddings", signature="serving_default")
-    np.testing.assert_allclose(by_signature(signal)[0], expected, rtol=1e-5, atol=1e-6)
-
-
-def test_hub_embedding_single_tensor_model(tmp_path, signal):
-    class Single(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
-        def __call__(self, waveform):
-            frames = tf.signal.frame(waveform, 8000, 8000)
-            return tf.stack([tf.reduce_mean(frames, -1), tf.math.reduce_std(frames, -1)], axis=-1)
-
-    tf.saved_model.save(Single(), str(tmp_path / "single"))
-    embeddings, rate = audio.HubAudioEmbedding(str(tmp_path / "single"), hop_seconds=0.5)(signal)
-    assert embeddings.shape == (6, 2) and rate == 2.0
-    np.testing.assert_allclose(embeddings[:, 1], signal.reshape(6, 8000).std(axis=1), rtol=1e-4)
-    with pytest.raises(ValueError, match="single tensor"):
-        audio.HubAudioEmbedding(str(tmp_path / "single"), output_key=2)(signal)
-
-
-def test_hub_embedding_errors(tiny_hub_model, tmp_path, signal):
-    path, _ = tiny_hub_model
-    with pytest.raises(ValueError, match="3 outputs"):
-        audio.HubAudioEmbedding(path)(signal)
-    with pytest.raises(ValueError, match="'logits'.*embeddings"):
-        audio.HubAudioEmbedding(path, output_key="logits", signature="serving_default")(signal)
-    with pytest.raises(ValueError, match="no signature 'other'"):
-        audio.HubAudioEmbedding(path, signature="other")
-    with pytest.raises(ValueError, match="could not load.*missing"):
-        audio.HubAudioEmbedding(str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="hop_seconds"):
-        audio.HubAudioEmbedding(path, hop_seconds=0)
-    with pytest.raises(ValueError, match="non-finite"):
-        audio.HubAudioEmbedding(path, output_key=1)(np.full(100, np.nan, np.float32))

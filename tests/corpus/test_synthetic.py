@@ -13,8 +13,9 @@ import av
 import numpy as np
 import pytest
 
-from preprocessing import corpus_vocab, synthetic, tts
-from preprocessing.synthetic import SyntheticConfig
+from corpus import synthetic, tts
+from corpus import vocab as corpus_vocab
+from corpus.synthetic import SyntheticConfig
 
 # A tiny corpus (about 1 s of CPU per video): with this seed three of its four
 # videos have an audio-dependent step and an object at rest.
@@ -398,7 +399,7 @@ def test_media_do_not_depend_on_what_the_process_held_before(tmp_path):
         out = tmp_path / f"perturb_{perturb}"
         argv = _argv(out, videos=1, workers=1)
         env = {**os.environ, "MALLOC_PERTURB_": perturb}
-        subprocess.run([sys.executable, "-m", "preprocessing.synthetic", *argv], cwd=REPO, env=env, check=True)
+        subprocess.run([sys.executable, "-m", "corpus.synthetic", *argv], cwd=REPO, env=env, check=True)
         digests.append(_digests(out))
     assert digests[0] == digests[1]
 

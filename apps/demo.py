@@ -24,7 +24,7 @@ def _stage(name: str):
 
 
 def generate_corpus(out: str, videos: int, seed: int) -> dict:
-    from preprocessing import synthetic
+    from corpus import synthetic
 
     corpus = os.path.join(out, "corpus")
     if os.path.exists(os.path.join(corpus, "corpus.json")):
@@ -38,7 +38,8 @@ def generate_corpus(out: str, videos: int, seed: int) -> dict:
 
 
 def preprocess(out: str, workers: int) -> dict:
-    from preprocessing import features, pipeline
+    from avalign import features
+    from preprocessing import pipeline
 
     corpus = os.path.join(out, "corpus")
     records = os.path.join(out, "records")
@@ -88,7 +89,7 @@ def cascade(out: str, seeds: int) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avalign.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m apps.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_out", help="Output dir (reused on reruns).")
     parser.add_argument("--videos", type=int, default=80, help="Videos in the generated corpus.")
     parser.add_argument("--seed", type=int, default=0, help="Corpus seed.")
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
         "--stages", default="corpus,preprocess,localization,cascade", help="Comma-separated stages to run."
     )
     args = parser.parse_args(argv)
-    from avalign import report as report_lib
+    from apps import report as report_lib
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     stages = set(args.stages.split(","))
