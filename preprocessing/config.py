@@ -7,6 +7,7 @@ from typing import Any
 
 from avalign import hyperparams
 from avalign.audio import AudioConfig
+from preprocessing.annotations.validation import DEFAULT_MAX_OVERSHOOT
 
 
 @dataclasses.dataclass
@@ -125,8 +126,11 @@ class PreprocessConfig:
         pixels before extraction (0 keeps the decoded size).
       storage_dtype: 'float16' (compact) or 'float32' for feature matrices.
       num_shards: TFRecord shards per split.
-      max_overshoot_seconds: how far a caption may end past the decoded media's
-        duration before it is rejected (it is clamped within this tolerance).
+      max_overshoot_seconds: how far a caption may end past a video's duration
+        before it is rejected (it is clamped within this tolerance). It applies
+        to both checks: against the annotation's duration when the file is read
+        (the readers' `max_overshoot`, whose default is this one) and against the
+        decoded media's duration in the job.
     """
 
     audio: AudioConfig = dataclasses.field(default_factory=AudioConfig)
@@ -138,7 +142,7 @@ class PreprocessConfig:
     max_side: int = hyperparams.field(160, bounds="[0, inf)")
     storage_dtype: str = "float16"
     num_shards: int = hyperparams.field(4, bounds="[1, inf)")
-    max_overshoot_seconds: float = hyperparams.field(1.0, bounds="[0, inf)")
+    max_overshoot_seconds: float = hyperparams.field(DEFAULT_MAX_OVERSHOOT, bounds="[0, inf)")
 
     def __post_init__(self):
         hyperparams.validate(self)

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from preprocessing import annotations as annotations_lib
+from preprocessing.annotations.paths import confine_path
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class NpyFeatureSource:
         """The file that holds `video_id`'s features, confined to `directory`.
 
         Video ids come from annotation files, so the file name they make is
-        confined as media paths are (annotations_lib.confine_path): an id such as
+        confined as media paths are (confine_path): an id such as
         '../secret' or '/etc/x', or a file that is a symlink leading out of
         `directory`, is refused.
 
@@ -99,7 +99,7 @@ class NpyFeatureSource:
         """
         relative = self.pattern.format(video_id=video_id)
         what = f"Feature file {relative!r} of video {video_id!r}"
-        return annotations_lib.confine_path(self.directory, relative, what, "feature directory")
+        return confine_path(self.directory, relative, what, "feature directory")
 
     def __contains__(self, video_id: str) -> bool:
         """Whether `video_id` has a feature file; raises ValueError as `path` for an escaping id."""
