@@ -1,6 +1,6 @@
 """Decoding of videos (PyAV) and audio files (tensorflow-io) into 16 kHz mono waveforms and sampled RGB frames.
 
-Policies, which the Beam job and the local predictor rely on:
+Policies, which the Beam preprocessing job relies on:
 
 - Time origin: the container's start time; frame `k` is the frame displayed at
   `k / frame_rate` seconds, for every `k` with `k / frame_rate < duration`, so a
