@@ -7,8 +7,10 @@ import av
 import numpy as np
 import pytest
 import soundfile
+import tensorflow as tf
 
-from preprocessing import annotations, pipeline
+from avalign import features
+from preprocessing import annotations, pipeline, transforms
 from preprocessing.config import ImportedFeaturesConfig, PreprocessConfig, VisualConfig, VisualStreamConfig
 from preprocessing.records import Caption, Rejected, VideoAnnotation
 
@@ -230,7 +232,7 @@ def test_audio_only_inputs_are_dead_lettered_and_the_job_goes_on(audio_only_inpu
 
 
 def _extract(cfg, videos_dir, annotation):
-    fn = pipeline.ExtractFeaturesFn(cfg, str(videos_dir))
+    fn = transforms.ExtractFeaturesFn(cfg, str(videos_dir))
     fn.setup()
     return list(fn.process(annotation))
 
@@ -270,3 +272,50 @@ def test_escaping_imported_feature_id_is_dead_lettered(audio_only_inputs, tmp_pa
     rejected = rejected.value
     assert isinstance(rejected, Rejected) and rejected.stage == "ExtractFeatures"
     assert "Feature file '../secret.npy' of video '../secret' is not a file inside feature directory" in rejected.reason
+
+
+# --------------------------------------------------------------------------------------
+# One overshoot tolerance: the config's max_overshoot_seconds governs the reader's check of
+# caption ends against the annotation's duration as well as the job's against the media's.
+
+
+@pytest.mark.parametrize(
+    "tolerance, refused, kept_ends",
+    [
+        (0.5, [("end 2.8", "0.8"), ("end 4.5", "2.5")], [CAPTION[1]]),
+        (3.0, [], [CAPTION[1], SECONDS, SECONDS]),
+    ],
+    ids=["beyond_tolerance_refused", "within_tolerance_clamped"],
+)
+def test_caption_overshooting_the_annotated_duration_follows_the_configured_tolerance(
+    audio_only_inputs, tmp_path, tolerance, refused, kept_ends
+):
+    # Each tolerance gives another outcome than the readers' own default (1 or 2 s) would: the
+    # test fails unless the job hands the configured one to the reader.
+    _, videos = audio_only_inputs
+    entry = {"duration": SECONDS, "timestamps": [CAPTION, [0.5, 2.8], [1.0, 4.5]], "sentences": ["a", "b", "c"]}
+    annotation_file = tmp_path / "captions.json"
+    annotation_file.write_text(json.dumps({"good": entry}))
+    out = tmp_path / "out"
+    argv = _argv(annotation_file, videos, out) + ["--set", "num_shards=1"]
+    counters = pipeline.run(argv + ["--set", f"max_overshoot_seconds={tolerance}"])
+    assert counters["videos_written"] == 1
+    rows = [json.loads(line) for line in (out / "deadletter" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["reason"].split(" (")[0]) for r in rows] == [
+        (
+            "ReadAnnotations",
+            f"end_past_duration: {end} is {past} s past duration 2.0, more than max_overshoot {tolerance} s",
+        )
+        for end, past in refused
+    ]
+    [raw] = tf.data.TFRecordDataset(str(out / "train" / "train-00000-of-00001.tfrecord.gz"), compression_type="GZIP")
+    record = features.parse_example(raw, features.read_metadata(str(out))["storage_dtype"])
+    duration = float(record[features.DURATION])
+    assert record[features.CAPTION_END].numpy().tolist() == pytest.approx([min(e, duration) for e in kept_ends])
+
+
+def test_reader_arguments_take_the_tolerance_from_the_config():
+    cfg = PreprocessConfig(max_overshoot_seconds=0.25)
+    assert pipeline.reader_arguments(cfg, {"split": "val"}) == {"split": "val", "max_overshoot": 0.25}
+    with pytest.raises(ValueError, match=r"max_overshoot=2\.0: .*set max_overshoot_seconds \(now 0\.25\)"):
+        pipeline.reader_arguments(cfg, {"max_overshoot": 2.0})

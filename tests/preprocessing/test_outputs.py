@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from avalign import features
-from preprocessing import pipeline
+from preprocessing import pipeline, transforms
 from trainer import input as input_lib
 
 
@@ -51,8 +51,8 @@ def test_rerun_with_other_num_shards_leaves_exactly_its_own_shards(tiny_records,
     assert _shard_files(out) == sorted(f for fs in listed.values() for f in fs)
     assert sum(meta["files"]["train"][f] for f in listed["train"]) == meta["counts"]["train"] == 1
     info = input_lib.RecordsInfo(str(out))
-    assert len(list(input_lib.read_videos(info, "train", ("visual_2d",), False))) == 1
-    assert len(list(input_lib.read_videos(info, "val", ("visual_2d",), False))) == 1
+    assert len(list(input_lib.read_videos(info, "train", ("visual_2d",)))) == 1
+    assert len(list(input_lib.read_videos(info, "val", ("visual_2d",)))) == 1
 
 
 def test_job_that_dies_leaves_no_schema_describing_old_and_new_shards(
@@ -64,7 +64,7 @@ def test_job_that_dies_leaves_no_schema_describing_old_and_new_shards(
     def die(self, element):
         raise OSError("worker killed while writing shards")
 
-    monkeypatch.setattr(pipeline.WriteShardFn, "process", die)
+    monkeypatch.setattr(transforms.WriteShardFn, "process", die)
     with pytest.raises(Exception, match="worker killed"):
         _run(two_video_corpus, out, "num_shards=3")
     assert not (out / features.METADATA_FILE).exists()

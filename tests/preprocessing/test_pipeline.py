@@ -8,11 +8,11 @@ import av
 import numpy as np
 import pytest
 import tensorflow as tf
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline as beam_testing
 from apache_beam.testing.util import assert_that, equal_to
 
 from avalign import features
-from preprocessing import annotations, pipeline
+from preprocessing import annotations, pipeline, transforms
 from preprocessing.config import PreprocessConfig
 from preprocessing.records import Caption, VideoAnnotation
 
@@ -160,17 +160,17 @@ def test_extract_fn_with_test_pipeline(tiny_corpus):
     """ExtractFeatures on its own: one good video out, one missing file dead-lettered."""
     good = next(a for a in annotations.read_annotations("builtin", str(tiny_corpus)) if isinstance(a, VideoAnnotation))
     missing = VideoAnnotation("nope", 10.0, (Caption(1.0, 2.0, "x"),), split="train", source="test")
-    with TestPipeline() as p:
+    with beam_testing.TestPipeline() as p:
         out = (
             p
             | beam.Create([good, missing])
-            | beam.ParDo(pipeline.ExtractFeaturesFn(PreprocessConfig(), str(tiny_corpus))).with_outputs(
-                pipeline.REJECTED, main="records"
+            | beam.ParDo(transforms.ExtractFeaturesFn(PreprocessConfig(), str(tiny_corpus))).with_outputs(
+                transforms.REJECTED, main="records"
             )
         )
         assert_that(out.records | beam.Map(lambda r: (r[0], r[1])), equal_to([(good.split, good.video_id)]))
         assert_that(
-            out[pipeline.REJECTED] | beam.Map(lambda r: (r.input, r.stage)),
+            out[transforms.REJECTED] | beam.Map(lambda r: (r.input, r.stage)),
             equal_to([("nope", "ResolveMedia")]),
             label="CheckRejected",
         )
@@ -239,9 +239,8 @@ class _TinyYamnet(tf.Module):
 
 def test_hub_audio_embedding_stream_end_to_end(tiny_corpus, tmp_path):
     """A frozen hub audio model's embeddings are stored as a stream and feed the trainer."""
-    from avalign import hyperparams
     from trainer import train_lib
-    from trainer.config import ExperimentConfig
+    from trainer.config import load_experiment
 
     handle = str(tmp_path / "yamnet")
     tf.saved_model.save(_TinyYamnet(), handle)
@@ -264,13 +263,11 @@ def test_hub_audio_embedding_stream_end_to_end(tiny_corpus, tmp_path):
     duration = float(p[features.DURATION])
     assert emb.shape[1] == 6 and abs(emb.shape[0] - duration / 0.48) <= 2, (emb.shape, duration)
     assert p[features.stream_keys(features.AUDIO_EMBEDDING)["extractor"]].numpy().decode().startswith("hub:")
-    cfg = hyperparams.load(
-        ExperimentConfig,
-        "configs/malta_demo.yaml",
+    cfg = load_experiment("configs/malta_demo.yaml",
         [f"data.records_dir={out}", "data.audio_feature=hub", "train.epochs=1", "train.warmup_epochs=0",
          "train.global_batch_size=8",
-         "model.localization.num_segments=8", "model.localization.video_hidden=8", "model.localization.audio_hidden=8",
-         "model.localization.text_hidden=8", "model.localization.attention_units=8", "model.localization.embedding_dim=8"],
+         "model.num_segments=8", "model.video_hidden=8", "model.audio_hidden=8",
+         "model.text_hidden=8", "model.attention_units=8", "model.embedding_dim=8"],
     )  # fmt: skip
     result = train_lib.run_experiment(cfg, str(tmp_path / "job"))
     assert result["task"].model_cfg.audio_dim == 6 and "all" in result["eval"]
