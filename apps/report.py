@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import keras
 import numpy as np
 
-from avalign import hyperparams
 from trainer import train_lib
-from trainer.config import ExperimentConfig
 
 
 def _load(job_dir: str):
-    """The trained model and its prepared task, from a finished job dir."""
-    cfg = hyperparams.load(ExperimentConfig, os.path.join(job_dir, train_lib.CONFIG_FILE))
+    """The trained model and its prepared task, from a finished job dir (read, never written)."""
     keras.backend.clear_session()
-    out = train_lib.run_experiment(cfg, job_dir, train=False, evaluate=False)
-    return out["model"], out["task"]
+    task, model = train_lib.load_trained(job_dir)
+    return model, task
 
 
 def localization_figure(job_dirs: dict, path: str, num_captions: int = 4) -> str:
@@ -77,11 +73,9 @@ def retrieval_figure(job_dir: str, path: str, max_items: int = 60) -> str:
     from matplotlib import pyplot as plt
 
     from trainer.retrieval import metrics
-    from trainer.retrieval.task import embed
 
     model, task = _load(job_dir)
-    split = task.cfg.data.test_split
-    a, v, _ = embed(model, task._clips(split, False).batch(task.cfg.train.global_batch_size))
+    a, v, _ = task.embed_split(model, task.cfg.data.test_split)
     ranks = metrics.retrieval_ranks(a, v)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.4))
     im = ax1.imshow(a[:max_items] @ v[:max_items].T, cmap="viridis")

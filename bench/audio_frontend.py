@@ -1,8 +1,8 @@
 """Audio front-end speed: avalign's log-Mel against librosa's melspectrogram + power_to_db on the same audio.
 
 `python -m bench.audio_frontend [--seconds 600] [--repeats 5]` prints a table. All
-compute the same AVLnet log-Mel of the same waveform (librosa after numpy
-pre-emphasis, as AVLnet's code does), are warmed up once, and are timed over
+compute the same AVLnet log-Mel of the same waveform (librosa's is
+`bench.librosa_reference`, the one the tests check against), are warmed up once, and are timed over
 `repeats` runs. Median and best wall times are reported, and the median process CPU
 time: this machine's 2 cores are shared, so wall times move with the load while CPU
 time shows the work done.
@@ -32,30 +32,6 @@ def _test_audio(seconds: float, sample_rate: int) -> np.ndarray:
     phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
     y = sum(0.2 / k * np.sin(k * phase) for k in range(1, 6)) + 0.02 * rng.standard_normal(t.size)
     return (y / np.max(np.abs(y))).astype(np.float32)
-
-
-def _librosa_log_mel(waveform: np.ndarray, cfg: AudioConfig) -> np.ndarray:
-    """The reference: AVLnet's librosa recipe (pre-emphasis, centred reflect-padded STFT, Mel, dB)."""
-    import librosa
-
-    from avalign import audio
-
-    emphasized = np.append(waveform[0], waveform[1:] - cfg.preemphasis * waveform[:-1])
-    power = librosa.feature.melspectrogram(
-        y=emphasized,
-        sr=cfg.sample_rate,
-        n_fft=audio.fft_length(cfg),
-        win_length=audio.window_length(cfg),
-        hop_length=audio.hop_length(cfg),
-        window="hamming",
-        n_mels=cfg.num_mel_bins,
-        fmin=cfg.fmin,
-        fmax=cfg.fmax,
-        center=True,
-        pad_mode="reflect",
-        power=2.0,
-    )
-    return librosa.power_to_db(power, ref=1.0, amin=audio.AMIN, top_db=cfg.top_db).T
 
 
 def _time(fn: Callable[[], np.ndarray], repeats: int) -> tuple[list[float], list[float], np.ndarray]:
@@ -88,6 +64,7 @@ def run(seconds: float = 600.0, repeats: int = 5) -> list[dict]:
     import tensorflow as tf
 
     from avalign import audio
+    from bench import librosa_reference as audio_reference
 
     if seconds <= 0 or repeats <= 0:
         raise ValueError(f"seconds and repeats must be > 0, got {seconds} and {repeats}.")
@@ -97,7 +74,7 @@ def run(seconds: float = 600.0, repeats: int = 5) -> list[dict]:
     candidates = {
         "avalign compute_log_mel_numpy": lambda: audio.compute_log_mel_numpy(waveform, cfg),
         "avalign LogMelFrontEnd (graph)": lambda: module(tf.constant(waveform)).numpy(),
-        "librosa melspectrogram+power_to_db": lambda: _librosa_log_mel(waveform, cfg),
+        "librosa melspectrogram+power_to_db": lambda: audio_reference.log_mel(waveform, cfg),
     }
     results = {}
     for name, fn in candidates.items():

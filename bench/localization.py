@@ -7,14 +7,16 @@ import time
 
 import numpy as np
 
+# The vocabulary, and the words of the random captions.
+WORDS = ["rotate", "the", "red", "circle", "slide", "blue", "star"]
+
 
 def _model_cfg(name: str):
-    from avalign import hyperparams
-    from trainer.config import ExperimentConfig
+    from trainer.config import load_experiment
 
     path = {"paper": "configs/malta_paper.yaml", "demo": "configs/malta_demo.yaml"}[name]
-    cfg = hyperparams.load(ExperimentConfig, path)
-    m = cfg.model.localization
+    cfg = load_experiment(path)
+    m = cfg.model
     # The demo takes its dims from the records: built-in 2D + 3D = 199, MFCC + deltas = 39.
     return dataclasses.replace(
         m, video_dim=m.video_dim or 199, audio_dim=m.audio_dim or 39
@@ -22,12 +24,11 @@ def _model_cfg(name: str):
 
 
 def _inputs(m, batch, rng):
-    words = ["rotate", "the", "red", "circle", "slide", "blue", "star"]
     return {
         "video": rng.normal(size=(batch, m.num_segments, m.video_dim)).astype("float32"),
         "audio": rng.normal(size=(batch, m.num_segments, m.audio_dim)).astype("float32"),
         "segment_mask": np.ones((batch, m.num_segments), "float32"),
-        "caption": np.array([" ".join(rng.choice(words, 6)) for _ in range(batch)]),
+        "caption": np.array([" ".join(rng.choice(WORDS, 6)) for _ in range(batch)]),
     }
 
 
@@ -42,7 +43,7 @@ def run(steps: int = 5) -> list[dict]:
     for name in ("demo", "paper"):
         m, batch = _model_cfg(name)
         keras.backend.clear_session()
-        model = model_lib.build_model(m, ["rotate", "the", "red", "circle", "slide", "blue", "star"])
+        model = model_lib.with_text_input(model_lib.build_model(m, WORDS), model_lib.caption_tokenizer(m, WORDS))
         model.compile(
             optimizer=keras.optimizers.Adam(1e-3),
             loss={"span": losses.SpanSmoothL1(), "attention": losses.AttentionCalibration()},

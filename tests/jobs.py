@@ -4,33 +4,32 @@ import csv
 import os
 import sys
 
-from avalign import hyperparams
 from tests.conftest import REPO
-from trainer.config import ExperimentConfig
+from trainer.config import ExperimentConfig, load_experiment
 
 MALTA = "configs/malta_demo.yaml"
 AVLNET = "configs/avlnet_demo.yaml"
 
 # Widths small enough for a few seconds of training on 2 CPU cores.
 TINY_MALTA = [
-    "model.localization.num_segments=16",
-    "model.localization.video_hidden=16",
-    "model.localization.audio_hidden=8",
-    "model.localization.text_hidden=16",
-    "model.localization.attention_units=16",
-    "model.localization.regression_hidden=16",
-    "model.localization.embedding_dim=16",
-    "model.localization.vocab_size=500",
+    "model.num_segments=16",
+    "model.video_hidden=16",
+    "model.audio_hidden=8",
+    "model.text_hidden=16",
+    "model.attention_units=16",
+    "model.regression_hidden=16",
+    "model.embedding_dim=16",
+    "model.vocab_size=500",
     "train.global_batch_size=8",
     "train.warmup_epochs=0",
     "train.lr_decay=constant",
     "eval.num_plot_examples=2",
 ]
 TINY_AVLNET = [
-    "model.retrieval.audio_widths=[8,8,16,16]",
-    "model.retrieval.first_conv_channels=8",
-    "model.retrieval.embedding_dim=16",
-    "model.retrieval.max_audio_frames=256",
+    "model.audio_widths=[8,8,16,16]",
+    "model.first_conv_channels=8",
+    "model.embedding_dim=16",
+    "model.max_audio_frames=256",
     "train.global_batch_size=8",
     "train.warmup_epochs=0",
     "train.lr_decay=constant",
@@ -42,7 +41,7 @@ AVLNET_JOB = TINY_AVLNET + ["train.epochs=2"]
 
 def experiment_config(config, records, overrides=()) -> ExperimentConfig:
     """The experiment YAML `config` (relative to the repo) on `records`, with `overrides`."""
-    return hyperparams.load(ExperimentConfig, str(REPO / config), [f"data.records_dir={records}", *overrides])
+    return load_experiment(str(REPO / config), [f"data.records_dir={records}", *overrides])
 
 
 def task_args(config, records, job_dir, overrides=()) -> list[str]:

@@ -66,7 +66,12 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def prepare(self, from_job: bool = False) -> None:
-        """Reads and validates the data before any training (fail fast).
+        """Reads and validates the records once, before any model is built (fail fast).
+
+        Everything that depends only on the data (split counts, feature dims,
+        the audio view) is settled here; what depends on the model config is
+        derived per build by `configure`, so that another model config (a
+        tuning trial) takes effect without reading the records again.
 
         Args:
           from_job: the model is the job's trained one (evaluation): what it was
@@ -76,6 +81,33 @@ class Task(abc.ABC):
             Otherwise it is fitted on the training split and recorded there
             with `record_facts`.
         """
+
+    @abc.abstractmethod
+    def configure(self, cfg: Optional[ExperimentConfig] = None) -> Any:
+        """Resolves the model config against the records and derives what the model needs from it (per build).
+
+        Args:
+          cfg: a new experiment config to build from (e.g. a tuning trial's);
+            None keeps `self.cfg`. Its data section must be the prepared one.
+
+        Returns:
+          The resolved model config (also `self.model_cfg`), every dim filled in.
+
+        Raises:
+          hyperparams.ConfigError: `cfg` changes the data section.
+          input_lib.RecordsError: a model dim disagrees with the records.
+        """
+
+    def _replace_config(self, cfg: Optional[ExperimentConfig]) -> None:
+        """Takes `cfg` for the next build; the records were prepared for `self.cfg.data`."""
+        if cfg is None or cfg is self.cfg:
+            return
+        if type(cfg) is not type(self.cfg) or cfg.data != self.cfg.data:
+            raise hyperparams.ConfigError(
+                f"{self.name}: a new config for the next build may change model, train, runtime and eval, not the "
+                f"task or data section (the records were prepared for {self.cfg.data}); prepare a new task instead."
+            )
+        self.cfg = cfg
 
     def record_facts(self, facts: dict) -> None:
         """Records in the job dir what its model is built from (the chief writes it).
@@ -144,7 +176,7 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def build_model(self) -> keras.Model:
-        """Builds the model (called inside the strategy scope)."""
+        """Builds the model of the last `configure` (called inside the strategy scope)."""
 
     @abc.abstractmethod
     def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
@@ -175,6 +207,6 @@ class Task(abc.ABC):
         """The model saved as model.keras (e.g. with in-graph preprocessing in front)."""
         return model
 
-    def export(self, model: keras.Model, export_dir: str) -> Optional[str]:
-        """Writes serving artifacts; returns their path (None if the task has none)."""
-        return None
+    @abc.abstractmethod
+    def format_results(self, result: dict) -> str:
+        """The test metrics of `evaluate` as a table for people."""

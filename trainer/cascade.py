@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import tensorflow as tf
 
 from trainer import base_task, experiments
@@ -24,18 +23,17 @@ from trainer import base_task, experiments
 COLUMNS = [(d, k) for d in ("a2v", "v2a") for k in (1, 5, 10)]
 
 
-def _cell(vals) -> str:
-    vals = np.asarray(vals, np.float64)
-    return f"{vals.mean():.3f}" if len(vals) == 1 else f"{vals.mean():.3f}±{vals.std():.3f}"
-
-
 def format_table(rows: dict, chance: float) -> str:
-    """R@1/5/10 both ways and the mean rank (averaged over directions; steadier on few clips)."""
+    """R@1/5/10 both ways and the mean rank (averaged over directions; steadier on few clips), mean±std over seeds."""
     head = f"{'model':<26}" + "".join(f"{d + ' R@' + str(k):>14}" for d, k in COLUMNS)
     lines = [head + f"{'mean rank':>14}{'seeds':>7}"]
     for name, runs in rows.items():
-        cells = [_cell([r["all"][d][f"r{k}"] for r in runs]) for d, k in COLUMNS]
-        cells.append(_cell([(r["all"]["a2v"]["mean_rank"] + r["all"]["v2a"]["mean_rank"]) / 2 for r in runs]))
+        cells = [experiments.format_mean_std([r["all"][d][f"r{k}"] for r in runs]) for d, k in COLUMNS]
+        cells.append(
+            experiments.format_mean_std(
+                [(r["all"]["a2v"]["mean_rank"] + r["all"]["v2a"]["mean_rank"]) / 2 for r in runs]
+            )
+        )
         lines.append(f"{name:<26}" + "".join(f"{c:>14}" for c in cells) + f"{len(runs):>7}")
     lines.append(f"(chance R@1 = {chance:.3f}, chance mean rank = {(1 / chance + 1) / 2:.1f})")
     return "\n".join(lines)

@@ -1,13 +1,19 @@
-"""The experiment config: task, data, model, train, runtime, eval, export."""
+"""The sections every task shares (data, train, runtime, eval) and the experiment config that tasks extend.
+
+A task owns its config: `trainer/<task>/config.py` subclasses `ExperimentConfig`
+with its own `data`, `model` and `eval` sections and registers it with
+`registry.register_config`; this module names no task.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+import logging
+from typing import Any, Iterable, Literal, Mapping, Optional
+
+import yaml
 
 from avalign import hyperparams
-from trainer.localization.config import LocalizationModelConfig
-from trainer.retrieval.config import RetrievalModelConfig
 
 
 @dataclasses.dataclass
@@ -24,21 +30,10 @@ class DataConfig:
         same as `languages`); differs for zero-shot cross-language evaluation.
       max_train_videos: keep the first N training videos by id (0: all), for
         low-resource experiments.
-      visual_streams: visual streams fed to the model, concatenated.
-      audio_feature: 'logmel' frames, 'mfcc' (+deltas) computed in-graph from
-        them, 'avlnet': frame embeddings of an exported AVLnet audio encoder, or
-        'hub': the TF Hub audio embedding stream the preprocessing job stored
-        (`audio_embedding.handle`).
-      audio_encoder: SavedModel dir of an exported AVLnet audio encoder (for
-        audio_feature 'avlnet').
-      caption_field: 'text' (caption in the annotation language) or 'text_en'.
       shuffle_buffer: examples in the training shuffle buffer.
       cache: cache parsed examples in memory after the first epoch.
       on_bad_record: 'error' stops before training on a record that lacks a
         required feature or has inconsistent dims; 'skip' counts and skips it.
-      clip_source: retrieval clips: one per caption ('captions') or fixed
-        windows over the whole video ('windows', for unlabeled video).
-      window_seconds: window length for clip_source 'windows'.
     """
 
     records_dir: str = ""
@@ -48,15 +43,9 @@ class DataConfig:
     languages: list[str] = dataclasses.field(default_factory=list)
     eval_languages: list[str] = dataclasses.field(default_factory=list)
     max_train_videos: int = hyperparams.field(0, bounds="[0, inf)")
-    visual_streams: list[str] = dataclasses.field(default_factory=lambda: ["visual_2d", "visual_3d"])
-    audio_feature: Literal["logmel", "mfcc", "avlnet", "hub"] = "mfcc"
-    audio_encoder: str = ""
-    caption_field: Literal["text", "text_en"] = "text"
     shuffle_buffer: int = hyperparams.field(1024, bounds="[1, inf)")
     cache: bool = True
     on_bad_record: Literal["error", "skip"] = "error"
-    clip_source: Literal["captions", "windows"] = "captions"
-    window_seconds: float = hyperparams.field(10.0, bounds="(0, inf)")
 
     def languages_of(self, split: str) -> list[str]:
         """The language filter of a split."""
@@ -66,26 +55,6 @@ class DataConfig:
 
     def __post_init__(self):
         hyperparams.validate(self)
-        if not self.visual_streams:
-            raise ValueError("data.visual_streams must name at least one stream (visual_2d, visual_3d).")
-        for s in self.visual_streams:
-            if s not in ("visual_2d", "visual_3d"):
-                raise ValueError(f"data.visual_streams: unknown stream {s!r}; valid: visual_2d, visual_3d.")
-        if self.audio_feature == "avlnet" and not self.audio_encoder:
-            raise ValueError("data.audio_feature 'avlnet' needs data.audio_encoder (an exported encoder dir).")
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    """Model settings per task; only the section of the experiment's task is used.
-
-    Attributes:
-      localization: the MALTA / ABLR caption localization model.
-      retrieval: the AVLnet audio-visual retrieval model.
-    """
-
-    localization: LocalizationModelConfig = dataclasses.field(default_factory=LocalizationModelConfig)
-    retrieval: RetrievalModelConfig = dataclasses.field(default_factory=RetrievalModelConfig)
 
 
 @dataclasses.dataclass
@@ -151,31 +120,13 @@ class RuntimeConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
-    """Evaluation and its pictures.
+    """Evaluation settings every task shares (a task's eval section adds its own).
 
     Attributes:
-      num_plot_examples: validation captions drawn to TensorBoard each epoch.
-      window_seconds: localization inference over videos longer than this uses
-        overlapping windows of this length whose proposals are merged (0: off).
-      window_stride_seconds: stride of those windows.
-      retrieval_block_size: rows per block of the blocked rank computation (memory ~ block × items × 5 bytes).
-      span_decoder: localization spans from the model's regression head
-        ('head') or read off its calibrated attention ('attention': the
-        contiguous segments around the attention peak holding at least
-        `attention_threshold` × the peak). Both are always reported.
-      attention_threshold: fraction of the peak for the 'attention' decoder.
-      nms_iou: with the 'attention' decoder, R@5 is also reported: every
-        attention peak proposes runs at several thresholds, and temporal NMS
-        at this IoU keeps the five best distinct ones.
+      num_plot_examples: validation examples drawn to TensorBoard each epoch.
     """
 
     num_plot_examples: int = hyperparams.field(4, bounds="[0, inf)")
-    window_seconds: float = hyperparams.field(0.0, bounds="[0, inf)")
-    window_stride_seconds: float = hyperparams.field(0.0, bounds="[0, inf)")
-    retrieval_block_size: int = hyperparams.field(1024, bounds="[1, inf)")
-    span_decoder: Literal["head", "attention"] = "head"
-    attention_threshold: float = hyperparams.field(0.3, bounds="(0, 1]")
-    nms_iou: float = hyperparams.field(0.5, bounds="[0, 1]")
 
     def __post_init__(self):
         hyperparams.validate(self)
@@ -183,20 +134,89 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class ExperimentConfig:
-    """A whole experiment.
+    """A whole experiment; each task subclasses it with its own `data`, `model` and `eval` sections.
 
     Attributes:
-      task: 'localization' (MALTA/ABLR) or 'retrieval' (AVLnet).
+      task: the registered task name (`registry.task_names()`).
       data: input data.
-      model: model per task.
+      model: the task's model.
       train: optimization.
       runtime: strategy and precision.
       eval: evaluation.
     """
 
-    task: Literal["localization", "retrieval"] = "localization"
+    task: str = ""
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    model: Optional[Any] = None
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+# The task of a config file that names none.
+DEFAULT_TASK = "localization"
+
+
+def _task_of(data: Mapping[str, Any], overrides: Iterable[str], where: str) -> str:
+    """The task an experiment names: the last `--set task=...`, else the file's `task`, else the default."""
+    name = data.get("task", DEFAULT_TASK)
+    for text in overrides:
+        path, value = hyperparams.parse_override(text)
+        if path == ["task"]:
+            name = value
+    if not isinstance(name, str):
+        raise hyperparams.ConfigError(f"{where}: task must be a task name, got {name!r}.")
+    return name
+
+
+def _unwrap_task_model(data: dict, task: str, where: str) -> dict:
+    """Reads a config written before tasks owned their configs (`model: {<task>: {...}}`)."""
+    model = data.get("model")
+    if isinstance(model, Mapping) and list(model) == [task] and isinstance(model[task], Mapping):
+        logging.warning("%s: model.%s.<key> is the old layout of this config; it now reads model.<key>.", where, task)
+        data = dict(data, model=model[task])
+    return data
+
+
+def load_experiment(path: Optional[str] = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Code defaults of the experiment's task, then the YAML file, then `--set` overrides.
+
+    The task named in the file or an override picks the config class its task
+    registered, so unknown keys are errors per task.
+
+    Args:
+      path: experiment YAML (local or any tf.io.gfile path); None for defaults.
+      overrides: `a.b=c` strings.
+
+    Returns:
+      The task's registered `ExperimentConfig` subclass.
+
+    Raises:
+      hyperparams.ConfigError: unknown task or key, bad value, or a file that is not a mapping.
+      FileNotFoundError: `path` does not exist.
+    """
+    from trainer import registry
+
+    overrides = list(overrides)
+    data: dict = {}
+    where = path or "--set"
+    if path:
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path}: no such config file.")
+        with tf.io.gfile.GFile(path) as f:
+            try:
+                data = hyperparams.load_yaml(f) or {}
+            except yaml.YAMLError as e:
+                raise hyperparams.ConfigError(f"{path}: not valid YAML: {e}") from e
+        if not isinstance(data, Mapping):
+            raise hyperparams.ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}.")
+    task = _task_of(data, overrides, where)
+    cls = registry.get_config_class(task)
+    data = _unwrap_task_model(dict(data, task=task), task, where)
+    try:
+        cfg = hyperparams.from_dict(cls, data)
+    except hyperparams.ConfigError as e:
+        raise hyperparams.ConfigError(f"{where}: {e}") from e
+    return hyperparams.apply_overrides(cfg, [o for o in overrides if hyperparams.parse_override(o)[0] != ["task"]])

@@ -13,24 +13,44 @@ import sys
 import keras
 import numpy as np
 
-from avalign import hyperparams
 from trainer import train_lib
-from trainer.config import ExperimentConfig
+from trainer.config import load_experiment
 
 VARIANTS = (("AV (MALTA)", "av"), ("V (ABLR)", "v"), ("A only", "a"))
 COLUMNS = ("r1_iou_0.1", "r1_iou_0.3", "r1_iou_0.5", "r1_iou_0.7", "miou")
 R5_COLUMNS = ("r5_iou_0.5",)
 
 
-def _mean_std(values) -> str:
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation of one metric over runs with different seeds.
+
+    The standard deviation is the sample one (ddof=1), the "±" over seeds that
+    the papers report; with one run it is undefined, NaN.
+
+    Args:
+      values: the metric of each run.
+
+    Returns:
+      (mean, std).
+
+    Raises:
+      ValueError: no values.
+    """
     values = np.asarray(values, dtype=np.float64)
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{values.mean():.3f}±{values.std(ddof=0):.3f}"
+    if values.size == 0:
+        raise ValueError("mean_std needs the metric of at least one run, got none.")
+    std = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+    return float(np.mean(values)), std
+
+
+def format_mean_std(values) -> str:
+    """A table cell: "mean±std" of `mean_std`, or the mean alone for a single run."""
+    mean, std = mean_std(values)
+    return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f}±{std:.3f}"
 
 
 def format_table(results: dict, subsets=("all", "audio_dependent", "not_audio_dependent")) -> str:
-    """Rows: variant × subset; columns: R@1 at IoU, mIoU (and R@5 where every run has it), mean ± std over seeds."""
+    """Rows: variant × subset; columns: R@1 at IoU, mIoU (and R@5 where every run has it), mean±std over seeds."""
     every_run = [r for runs in results.values() for r in runs]
     columns = COLUMNS + tuple(c for c in R5_COLUMNS if all(c in r.get("all", {}) for r in every_run))
     lines = [f"{'model':<12}{'subset':<22}" + "".join(f"{c:>16}" for c in columns) + f"{'seeds':>7}"]
@@ -38,7 +58,7 @@ def format_table(results: dict, subsets=("all", "audio_dependent", "not_audio_de
         for subset in subsets:
             if not all(subset in r for r in runs):
                 continue
-            cells = [_mean_std([r[subset][c] for r in runs]) for c in columns]
+            cells = [format_mean_std([r[subset][c] for r in runs]) for c in columns]
             lines.append(f"{name:<12}{subset:<22}" + "".join(f"{c:>16}" for c in cells) + f"{len(runs):>7}")
     return "\n".join(lines)
 
@@ -55,7 +75,7 @@ def run_or_reuse(config: str, job_dir: str, overrides, train: bool = True) -> di
     if os.path.exists(done) and (not train or os.path.exists(os.path.join(job_dir, "model.keras"))):
         with open(done) as f:
             return json.load(f)
-    cfg = hyperparams.load(ExperimentConfig, config, list(overrides))
+    cfg = load_experiment(config, list(overrides))
     keras.backend.clear_session()
     print(f"--- {job_dir}", flush=True)
     return train_lib.run_experiment(cfg, job_dir, train=train)["eval"]
@@ -84,7 +104,7 @@ def compare_localization_variants(config: str, records_dir: str, job_root: str, 
                 os.path.join(job_root, modalities, f"seed{seed}"),
                 [
                     f"data.records_dir={records_dir}",
-                    f"model.localization.modalities={modalities}",
+                    f"model.modalities={modalities}",
                     f"train.seed={seed}",
                     *overrides,
                 ],

@@ -140,30 +140,27 @@ def _shard_records(info: RecordsInfo, files: list[str]):
     return records, takes
 
 
-def read_videos(
-    info: RecordsInfo,
-    split: str,
-    streams,
-    is_training: bool,
-    seed: int = 0,
-    languages=(),
-    max_videos: int = 0,
-    input_context: Optional[tf.distribute.InputContext] = None,
-) -> tf.data.Dataset:
-    """A dataset of parsed video records (one element per video).
+def read_videos(info: RecordsInfo, split: str, streams, languages=(), max_videos: int = 0) -> tf.data.Dataset:
+    """A dataset of parsed video records (one element per video), in a fixed order.
 
-    Files are read in sorted order and, when training, shuffled by seed; the
-    dataset is sharded by input pipeline under multi-worker strategies.
-    Records that `validate_records` skipped (bad records, the damaged
-    remainder of a file) are left out.
+    Files are read in sorted order, interleaved deterministically, so every
+    call yields the same videos in the same order. Shuffling is the task's, on
+    the clips or captions it cuts from the videos when training; under a
+    multi-worker strategy tf.data's auto-sharding of the task's dataset splits
+    the data. Records that `validate_records` skipped (bad records, the
+    damaged remainder of a file) are left out.
+
+    Args:
+      info: the records dir.
+      split: the split whose files to read.
+      streams: the streams to parse.
+      languages: keep only videos in these languages (all when empty).
+      max_videos: keep only the first this many videos (all when 0).
     """
     info.check_streams(streams)
     files = info.files(split)
     records, takes = _shard_records(info, files)
     ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(takes, tf.int64)))
-    if input_context and input_context.num_input_pipelines > 1:
-        if len(files) >= input_context.num_input_pipelines:
-            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     ds = ds.interleave(
         records,
         cycle_length=min(4, len(files)),
@@ -283,14 +280,12 @@ def validate_records(info: RecordsInfo, split: str, streams, on_bad_record: str 
     return counts
 
 
-def read_split(info: RecordsInfo, data_cfg, split: str, streams, is_training: bool, seed: int = 0) -> tf.data.Dataset:
+def read_split(info: RecordsInfo, data_cfg, split: str, streams) -> tf.data.Dataset:
     """`read_videos` with the data config's language filter and training-set cap for `split`."""
     return read_videos(
         info,
         split,
         streams,
-        is_training,
-        seed=seed,
         languages=data_cfg.languages_of(split),
         max_videos=data_cfg.max_train_videos if split == data_cfg.train_split else 0,
     )

@@ -9,7 +9,8 @@ import sys
 import typing
 
 from avalign import hyperparams
-from trainer.config import ExperimentConfig
+from trainer import registry
+from trainer.config import load_experiment
 
 
 def _config_keys(cls, prefix="") -> list[str]:
@@ -30,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m trainer.task",
         description="Train and evaluate an avalign experiment (localization or retrieval).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Config keys for --set (defaults):\n" + "\n".join(_config_keys(ExperimentConfig)),
+        epilog="\n\n".join(
+            f"Config keys of task {name!r} for --set (defaults):\n"
+            + "\n".join(_config_keys(registry.get_config_class(name)))
+            for name in registry.task_names()
+        ),
     )
     parser.add_argument("--config", help="Experiment YAML (configs/*.yaml); code defaults if omitted.")
     parser.add_argument("--job-dir", required=True, help="Output dir: checkpoints, logs, eval JSON, model.")
@@ -60,7 +65,7 @@ def main(argv=None) -> int:
     from trainer import input as input_lib
 
     try:
-        cfg = hyperparams.load(ExperimentConfig, args.config, args.set)
+        cfg = load_experiment(args.config, args.set)
         out = train_lib.run_experiment(
             cfg,
             args.job_dir,

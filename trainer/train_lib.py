@@ -14,8 +14,8 @@ import tensorflow as tf
 import yaml
 
 from avalign import hyperparams
-from trainer import base_task, checkpointing, distribute
-from trainer.config import ExperimentConfig
+from trainer import base_task, checkpointing, distribute, exporters
+from trainer.config import ExperimentConfig, load_experiment
 from trainer.registry import get_task
 
 CONFIG_FILE = "config.yaml"
@@ -147,7 +147,7 @@ def _training_done(job_dir: str) -> Optional[dict]:
 
 def _finished_result(cfg: ExperimentConfig, job_dir: str) -> dict:
     """What a rerun of a finished job returns: its history and its stored test metrics."""
-    out = {"finished": True, "task": get_task(cfg.task)(cfg, job_dir)}
+    out = {"finished": True, "task": get_task(cfg)(cfg, job_dir)}
     rows = checkpointing.read_history(os.path.join(job_dir, checkpointing.HISTORY_FILE))
     out["history"] = checkpointing.history_dict(rows)
     eval_path = os.path.join(job_dir, "eval", f"{cfg.data.test_split}.json")
@@ -157,39 +157,27 @@ def _finished_result(cfg: ExperimentConfig, job_dir: str) -> dict:
     return out
 
 
-def run_experiment(
-    cfg: ExperimentConfig, job_dir: str, train: bool = True, evaluate: bool = True, overwrite: bool = False
-) -> dict:
-    """Trains (resuming from the last committed epoch) and evaluates on the test split.
-
-    The job dir is never wiped unless `overwrite`: a killed job rerun with the
-    same command resumes after its last committed epoch (see
-    `checkpointing.EpochCommit`), and a rerun of a job whose training finished
-    neither trains again nor touches its files; it returns the stored test
-    metrics, or evaluates the trained model if they are missing.
-
-    Args:
-      cfg: the experiment config.
-      job_dir: the job's output dir.
-      train: train (or resume, or find training finished); False evaluates the job's trained weights.
-      evaluate: evaluate on the test split and write eval/<split>.json.
-      overwrite: delete the job's training outputs and backup first and train from scratch.
-
-    Returns:
-      Dict with 'history' (per-epoch logs), 'eval' (test metrics), 'task', and
-      'model' when one was built; 'finished' is True when the job had already
-      finished training.
-
-    Raises:
-      checkpointing.NonFiniteLossError: the loss or weights became NaN or infinite
-        (the backup keeps the last good epoch).
-      checkpointing.ResumeError: the job dir holds a backup this trainer cannot resume.
-    """
-    tf.io.gfile.makedirs(job_dir)
+def _backup_dir(job_dir: str) -> str:
     backup_dir = os.path.join(job_dir, "backup")
     if not distribute.is_chief():
         # Every worker backs up (and on a rerun restores) its own copy of the same state.
         backup_dir = os.path.join(backup_dir, f"worker{distribute.worker_index()}")
+    return backup_dir
+
+
+def set_up_job(cfg: ExperimentConfig, job_dir: str, train: bool, evaluate: bool, overwrite: bool):
+    """Step 1: settles what this run does with the job dir, and records the config.
+
+    Returns:
+      (train, finished result or None): `train` becomes False when a finished
+      job only lacks its test metrics; a finished job with nothing to do gives
+      its stored result.
+
+    Raises:
+      checkpointing.ResumeError: the job dir holds a backup this trainer cannot resume.
+    """
+    tf.io.gfile.makedirs(job_dir)
+    backup_dir = _backup_dir(job_dir)
     if train and overwrite:
         checkpointing.remove_training_outputs(job_dir, backup_dir, distribute.is_chief(), extra=(base_task.FACTS_FILE,))
     elif train:
@@ -205,7 +193,7 @@ def run_experiment(
             )
             eval_path = os.path.join(job_dir, "eval", f"{cfg.data.test_split}.json")
             if not evaluate or tf.io.gfile.exists(eval_path):
-                return _finished_result(cfg, job_dir)
+                return False, _finished_result(cfg, job_dir)
             logging.warning("%s has no %s yet: evaluating its trained model.", job_dir, eval_path)
             train = False
         elif tf.io.gfile.exists(os.path.join(backup_dir, "training_metadata.json")):
@@ -217,11 +205,27 @@ def run_experiment(
         # config.yaml records what trained the job; an evaluation-only run keeps
         # its own (e.g. another span decoder) beside its metrics.
         hyperparams.save(cfg, os.path.join(job_dir, CONFIG_FILE if train else os.path.join("eval", CONFIG_FILE)))
-    strategy = distribute.make_strategy(cfg.runtime)
-    keras.utils.set_random_seed(cfg.train.seed)
-    task = get_task(cfg.task)(cfg, job_dir)
-    # Evaluating a job checks the records against what its model was built from, and writes nothing there.
+    return train, None
+
+
+def prepare_task(cfg: ExperimentConfig, job_dir: str, train: bool) -> base_task.Task:
+    """Step 2: the experiment's task, its records read and validated once.
+
+    Evaluating a job checks the records against what its model was built from,
+    and writes nothing there.
+    """
+    task = get_task(cfg)(cfg, job_dir)
     task.prepare(from_job=not train)
+    return task
+
+
+def steps_per_epoch(task: base_task.Task, train: bool) -> int:
+    """Training steps per epoch of the task's current config.
+
+    Raises:
+      hyperparams.ConfigError: the global batch is larger than the training split.
+    """
+    cfg = task.cfg
     batch = cfg.train.global_batch_size
     n_train = task.num_examples(cfg.data.train_split)
     if train and n_train < batch:
@@ -231,61 +235,81 @@ def run_experiment(
             f"{cfg.data.train_split!r} in {cfg.data.records_dir}: no training step would run. Set "
             f"train.global_batch_size to at most {n_train}, or train on more data."
         )
-    steps = cfg.train.steps_per_epoch or max(1, math.ceil(n_train / batch))
+    return cfg.train.steps_per_epoch or max(1, math.ceil(n_train / batch))
+
+
+def build_and_compile(
+    task: base_task.Task, strategy: tf.distribute.Strategy, train: bool, cfg: Optional[ExperimentConfig] = None
+) -> tuple[keras.Model, int]:
+    """Step 3: the model of `cfg` (default: the task's own), built and compiled in the strategy's scope.
+
+    The model config is resolved here, per build, so another config's `model.*`
+    (a tuning trial's) takes effect on a task prepared once.
+
+    Returns:
+      (model, training steps per epoch).
+    """
+    task.configure(cfg)
+    steps = steps_per_epoch(task, train)
+    keras.utils.set_random_seed(task.cfg.train.seed)
     with strategy.scope():
         model = task.build_model()
-        task.compile(model, make_optimizer(cfg, steps))
+        task.compile(model, make_optimizer(task.cfg, steps))
         # Creating the slot variables now spares Keras a second trace of the train step.
         model.optimizer.build(model.trainable_variables)
         if not train:
             # Evaluating a job means its own trained weights, even for a fine-tuning job.
-            load_initial_weights(model, trained_weights(job_dir))
-        elif cfg.train.init_checkpoint:
-            load_initial_weights(model, cfg.train.init_checkpoint)
-    out: dict = {}
-    if train:
-        out.update(_fit(cfg, job_dir, backup_dir, task, model, steps))
-    if evaluate:
-        metrics = task.evaluate(model, cfg.data.test_split)
-        out["eval"] = metrics
-        if distribute.is_chief():
-            path = os.path.join(job_dir, "eval", f"{cfg.data.test_split}.json")
-            tf.io.gfile.makedirs(os.path.dirname(path))
-            checkpointing.write_text(path, json.dumps(metrics, indent=2, sort_keys=True))
-            logging.info("Wrote %s", path)
-    distribute.barrier(strategy)
-    out["model"] = model
-    out["task"] = task
-    return out
+            load_initial_weights(model, trained_weights(task.job_dir))
+        elif task.cfg.train.init_checkpoint:
+            load_initial_weights(model, task.cfg.train.init_checkpoint)
+    return model, steps
 
 
-def _fit(cfg: ExperimentConfig, job_dir: str, backup_dir: str, task, model: keras.Model, steps: int) -> dict:
-    """Fits `model` from the last committed epoch on; saves model.keras, the export and done.json."""
+def training_callbacks(task: base_task.Task, model: keras.Model) -> tuple[list, list]:
+    """Step 4: (callbacks that add to the epoch logs, observers that only read them)."""
+    log_dir = os.path.join(task.job_dir, "logs")
+    callbacks = [LearningRateLogger(), *task.callbacks(model, log_dir)]
+    observers = [keras.callbacks.TensorBoard(log_dir=_worker_dir(log_dir))]
+    return callbacks, observers
+
+
+def fit(task: base_task.Task, model: keras.Model, steps: int, extra_callbacks=()) -> dict:
+    """Step 5: fits `model` from the last committed epoch on; saves model.keras and leaves the best weights in it.
+
+    Args:
+      task: the prepared, configured task.
+      model: its built, compiled model.
+      steps: training steps per epoch.
+      extra_callbacks: more callbacks (e.g. a tuner's), after the task's.
+
+    Returns:
+      Dict with 'history' (per-epoch logs) and 'state' (the last commit: epochs done, best value and epoch).
+    """
+    cfg, job_dir = task.cfg, task.job_dir
     batch = cfg.train.global_batch_size
     train_ds = task.dataset(cfg.data.train_split, True, batch).repeat()
     val_ds = task.dataset(cfg.data.eval_split, False, batch)
     monitor, mode = task.monitor
     ckpt_dir = _worker_dir(os.path.join(job_dir, "checkpoints"))
-    log_dir = os.path.join(job_dir, "logs")
     distribute.build_from_spec(model, train_ds.element_spec)
     distribute.fix_multi_worker_logs(model)
+    callbacks, observers = training_callbacks(task, model)
     commit = checkpointing.resumable_fit(
         model,
         train_ds,
         validation_data=val_ds,
         epochs=cfg.train.epochs,
         steps_per_epoch=steps,
-        backup_dir=backup_dir,
+        backup_dir=_backup_dir(job_dir),
         checkpoint_dir=ckpt_dir,
         history_path=os.path.join(_worker_dir(job_dir), checkpointing.HISTORY_FILE),
         monitor=monitor,
         mode=mode,
         # These add to the epoch logs that the commit records.
-        callbacks=[LearningRateLogger(), *task.callbacks(model, log_dir)],
-        observers=[keras.callbacks.TensorBoard(log_dir=_worker_dir(log_dir))],
+        callbacks=[*callbacks, *extra_callbacks],
+        observers=observers,
         early_stopping_patience=cfg.train.early_stopping_patience,
     )
-    out = {"history": checkpointing.history_dict(commit.history)}
     # The reported metrics, model.keras and the export all use the best
     # validation checkpoint, the same weights `--mode eval` picks up (with
     # early stopping too: those are the weights it would restore).
@@ -294,14 +318,108 @@ def _fit(cfg: ExperimentConfig, job_dir: str, backup_dir: str, task, model: kera
         model.load_weights(best)
     if distribute.is_chief():
         checkpointing.save_model_file(task.serving_model(model), os.path.join(job_dir, "model.keras"))
-        out["export"] = task.export(model, os.path.join(job_dir, "export"))
+    return {"history": checkpointing.history_dict(commit.history), "state": commit.state}
+
+
+def evaluate_and_export(task: base_task.Task, model: keras.Model, evaluate: bool, fit_result: Optional[dict]) -> dict:
+    """Step 6: test metrics into eval/<split>.json; after training, the task's exports and done.json.
+
+    Exports come from the exporters registered for the task (`exporters.for_task`),
+    so the trainer never imports the serving layer.
+
+    Returns:
+      Dict with 'eval' (when evaluated) and 'export' (paths written, after training).
+    """
+    cfg, job_dir = task.cfg, task.job_dir
+    out: dict = {}
+    if fit_result is not None and distribute.is_chief():
+        out["export"] = [
+            path
+            for export in exporters.for_task(task.name)
+            for path in export(task, model, os.path.join(job_dir, "export"))
+        ]
+        monitor, _ = task.monitor
+        state = fit_result["state"]
         checkpointing.write_done(
             job_dir,
             {
-                "epochs": commit.state.epochs_done,
-                "best": {"monitor": monitor, "value": commit.state.best, "epoch": commit.state.best_epoch},
+                "epochs": state.epochs_done,
+                "best": {"monitor": monitor, "value": state.best, "epoch": state.best_epoch},
                 "outputs": [CONFIG_FILE, base_task.FACTS_FILE, checkpointing.HISTORY_FILE, "checkpoints", "model.keras"]
                 + (["export"] if out["export"] else []),
             },
         )
+    if evaluate:
+        metrics = task.evaluate(model, cfg.data.test_split)
+        out["eval"] = metrics
+        if distribute.is_chief():
+            path = os.path.join(job_dir, "eval", f"{cfg.data.test_split}.json")
+            tf.io.gfile.makedirs(os.path.dirname(path))
+            checkpointing.write_text(path, json.dumps(metrics, indent=2, sort_keys=True))
+            logging.info("Wrote %s", path)
+    return out
+
+
+def load_trained(job_dir: str, cfg: Optional[ExperimentConfig] = None) -> tuple[base_task.Task, keras.Model]:
+    """A finished job's task (records checked against what its model was built from) and trained model.
+
+    Reads the job dir and writes nothing into it (unlike an evaluation run, which
+    records its config and metrics there).
+
+    Args:
+      job_dir: a job whose training finished.
+      cfg: the config to read it with (default: the job's config.yaml).
+    """
+    if cfg is None:
+        cfg = load_experiment(os.path.join(job_dir, CONFIG_FILE))
+    task = prepare_task(cfg, job_dir, train=False)
+    model, _ = build_and_compile(task, distribute.make_strategy(cfg.runtime), train=False)
+    return task, model
+
+
+def run_experiment(
+    cfg: ExperimentConfig, job_dir: str, train: bool = True, evaluate: bool = True, overwrite: bool = False
+) -> dict:
+    """Trains (resuming from the last committed epoch) and evaluates on the test split.
+
+    The steps, each a function a tuner or a pipeline can call: `set_up_job`,
+    `prepare_task`, `build_and_compile`, `fit` (with `training_callbacks`),
+    `evaluate_and_export`.
+
+    The job dir is never wiped unless `overwrite`: a killed job rerun with the
+    same command resumes after its last committed epoch (see
+    `checkpointing.EpochCommit`), and a rerun of a job whose training finished
+    neither trains again nor touches its files; it returns the stored test
+    metrics, or evaluates the trained model if they are missing.
+
+    Args:
+      cfg: the experiment config.
+      job_dir: the job's output dir.
+      train: train (or resume, or find training finished); False evaluates the job's trained weights.
+      evaluate: evaluate on the test split and write eval/<split>.json.
+      overwrite: delete the job's training outputs and backup first and train from scratch.
+
+    Returns:
+      Dict with 'history' (per-epoch logs), 'eval' (test metrics), 'export'
+      (paths), 'task', and 'model' when one was built; 'finished' is True when
+      the job had already finished training.
+
+    Raises:
+      checkpointing.NonFiniteLossError: the loss or weights became NaN or infinite
+        (the backup keeps the last good epoch).
+      checkpointing.ResumeError: the job dir holds a backup this trainer cannot resume.
+    """
+    train, finished = set_up_job(cfg, job_dir, train, evaluate, overwrite)
+    if finished is not None:
+        return finished
+    strategy = distribute.make_strategy(cfg.runtime)
+    task = prepare_task(cfg, job_dir, train)
+    model, steps = build_and_compile(task, strategy, train)
+    fitted = fit(task, model, steps) if train else None
+    out = evaluate_and_export(task, model, evaluate, fitted)
+    if fitted is not None:
+        out["history"] = fitted["history"]
+    distribute.barrier(strategy)
+    out["model"] = model
+    out["task"] = task
     return out

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from avalign import audio
 from avalign.audio import AudioConfig
+from bench import librosa_reference as audio_reference
 
 SR = 16000
 # Measured max |ours - librosa| is ~2e-4 dB (float32 FFTs on both sides); the bound leaves 50x room.
@@ -27,26 +28,6 @@ def _test_signal(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
         + 0.05 * rng.standard_normal(t.size)
     )
     return y.astype(np.float32)
-
-
-def _librosa_db(y: np.ndarray, cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(power, dB) as AVLnet's librosa recipe computes them, (frames, bins)."""
-    emphasized = np.append(y[0], y[1:] - cfg.preemphasis * y[:-1]).astype(np.float32) if cfg.preemphasis else y
-    power = librosa.feature.melspectrogram(
-        y=emphasized,
-        sr=cfg.sample_rate,
-        n_fft=audio.fft_length(cfg),
-        win_length=audio.window_length(cfg),
-        hop_length=audio.hop_length(cfg),
-        window="hamming",
-        n_mels=cfg.num_mel_bins,
-        fmin=cfg.fmin,
-        fmax=cfg.fmax if cfg.fmax is not None else cfg.sample_rate / 2,
-        center=True,
-        pad_mode="reflect",
-        power=2.0,
-    )
-    return power.T, librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=cfg.top_db).T
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +59,8 @@ def test_mel_matrix_matches_librosa(n_fft):
 
 def test_log_mel_matches_librosa(signal):
     cfg = AudioConfig()
-    power, reference = _librosa_db(signal, cfg)
+    power = audio_reference.mel_power(signal, cfg)
+    reference = audio_reference.power_to_db(power, cfg)
     ours = audio.log_mel(tf.constant(signal), cfg).numpy()
     assert ours.dtype == np.float32
     assert ours.shape == reference.shape == (audio.num_frames(signal.size, cfg), 40) == (301, 40)
@@ -96,7 +78,7 @@ def test_log_mel_matches_librosa(signal):
 )
 def test_other_configurations_match_librosa(cfg):
     y = librosa.resample(_test_signal(2.0), orig_sr=SR, target_sr=cfg.sample_rate).astype(np.float32)
-    _, reference = _librosa_db(y, cfg)
+    reference = audio_reference.log_mel(y, cfg)
     ours = audio.log_mel(tf.constant(y), cfg).numpy()
     assert ours.shape == reference.shape == (audio.num_frames(y.size, cfg), cfg.num_mel_bins)
     assert np.max(np.abs(ours - reference)) < DB_TOLERANCE
@@ -107,7 +89,7 @@ def test_other_configurations_match_librosa(cfg):
 def test_short_waveforms_match_librosa(length):
     cfg = AudioConfig()
     y = np.random.default_rng(length).standard_normal(length).astype(np.float32) * 0.1
-    _, reference = _librosa_db(y, cfg)
+    reference = audio_reference.log_mel(y, cfg)
     ours = audio.log_mel(tf.constant(y), cfg).numpy()
     assert ours.shape == reference.shape == (audio.num_frames(length, cfg), 40)
     assert np.max(np.abs(ours - reference)) < DB_TOLERANCE
@@ -121,7 +103,7 @@ def test_empty_waveform_in_graph_gives_one_floor_frame():
 
 def test_top_db_matches_librosa(signal):
     cfg = AudioConfig(top_db=30.0)
-    _, reference = _librosa_db(signal, cfg)
+    reference = audio_reference.log_mel(signal, cfg)
     ours = audio.log_mel(tf.constant(signal), cfg).numpy()
     assert np.max(np.abs(ours - reference)) < DB_TOLERANCE
     assert ours.min() == pytest.approx(ours.max() - 30.0, abs=1e-4)
@@ -129,7 +111,7 @@ def test_top_db_matches_librosa(signal):
 
 def test_mfcc_matches_librosa(signal):
     cfg = AudioConfig()
-    _, db = _librosa_db(signal, cfg)
+    db = audio_reference.log_mel(signal, cfg)
     cepstrum = librosa.feature.mfcc(S=db.T, n_mfcc=13)
     reference = np.concatenate(
         [cepstrum, librosa.feature.delta(cepstrum, order=1), librosa.feature.delta(cepstrum, order=2)]

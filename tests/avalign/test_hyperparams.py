@@ -215,22 +215,22 @@ def test_strings_that_look_like_numbers_keep_their_text(tmp_path):
 
 def test_experiment_and_preprocessing_configs_reject_nan_and_take_scientific_notation(tmp_path):
     from preprocessing.config import PreprocessConfig
-    from trainer.config import ExperimentConfig
+    from trainer.config import load_experiment
 
     f = tmp_path / "experiment.yaml"
-    f.write_text("train:\n  learning_rate: 1e-3\n  weight_decay: 1E-4\nmodel:\n  retrieval:\n    margin: 1e-3\n")
-    cfg = hyperparams.load(ExperimentConfig, f, ["train.clipnorm=1e0"])
-    assert (cfg.train.learning_rate, cfg.train.weight_decay, cfg.model.retrieval.margin) == (1e-3, 1e-4, 1e-3)
+    f.write_text("task: retrieval\ntrain:\n  learning_rate: 1e-3\n  weight_decay: 1E-4\nmodel:\n  margin: 1e-3\n")
+    cfg = load_experiment(f, ["train.clipnorm=1e0"])
+    assert (cfg.train.learning_rate, cfg.train.weight_decay, cfg.model.margin) == (1e-3, 1e-4, 1e-3)
     assert cfg.train.clipnorm == 1.0
     for override, message in [
         ("train.learning_rate=.nan", r"train\.learning_rate must be a finite number in \(0, inf\), got nan"),
         ("train.learning_rate=-1e-3", r"train\.learning_rate must be a finite number in \(0, inf\), got -0\.001"),
         ("eval.nms_iou=.inf", r"eval\.nms_iou must be a finite number in \[0, 1\], got inf"),
-        ("model.localization.dropout=.nan", r"model\.localization\.dropout must be a finite number in \[0, 1\)"),
+        ("model.dropout=.nan", r"model\.dropout must be a finite number in \[0, 1\)"),
         ("train.epochs=2.5", r"train\.epochs must be an integer in \[1, inf\), got 2\.5"),
     ]:
         with pytest.raises(hyperparams.ConfigError, match=message):
-            hyperparams.load(ExperimentConfig, overrides=[override])
+            load_experiment(overrides=[override])
     for override, message in [
         ("decode_frame_rate=.nan", r"decode_frame_rate must be a finite number in \(0, inf\), got nan"),
         ("audio.preemphasis=.inf", r"audio\.preemphasis must be a finite number in \[0, 1\), got inf"),

@@ -13,14 +13,14 @@ from tests.jobs import AVLNET, MALTA, TINY_AVLNET, TINY_MALTA
 from trainer import base_task, train_lib
 from trainer import input as input_lib
 from trainer import task as task_cli
-from trainer.config import ExperimentConfig
+from trainer.config import load_experiment
 from trainer.localization import text
 
 QUICK = ["train.epochs=1", "train.steps_per_epoch=2"]
 
 
 def _cfg(config, records, overrides=()):
-    return hyperparams.load(ExperimentConfig, str(REPO / config), [f"data.records_dir={records}", *overrides])
+    return load_experiment(str(REPO / config), [f"data.records_dir={records}", *overrides])
 
 
 def _rewrite_records(src, dst, splits, edit, schema_edit=None):
@@ -88,10 +88,10 @@ def test_training_records_what_the_model_is_built_from(malta_job, tiny_records):
     job, _ = malta_job
     facts = json.loads((job / base_task.FACTS_FILE).read_text())
     assert facts["records"]["audio.dim"] == 40 and facts["records"]["config.audio.num_mel_bins"] == 40
-    assert facts["model"]["model.localization.audio_dim"] == 39  # 13 MFCC + deltas
+    assert facts["model"]["model.audio_dim"] == 39  # 13 MFCC + deltas
     assert facts["config"]["data.caption_field"] == "text_en"
     assert facts["vocabulary"] == (job / "vocabulary.txt").read_text().split()
-    assert len(facts["statistics"]["video"]["mean"]) == facts["model"]["model.localization.video_dim"]
+    assert len(facts["statistics"]["video"]["mean"]) == facts["model"]["model.video_dim"]
 
 
 def test_eval_uses_the_jobs_vocabulary_and_writes_nothing_into_the_job(malta_job, tiny_records, tmp_path):

@@ -57,7 +57,8 @@ def test_small_av_model_learns_toy_localization():
         max_caption_tokens=4,
         dropout=0.0,
     )
-    net = model.build_model(cfg, ["the", "one"] + COLOURS)
+    vocabulary = ["the", "one"] + COLOURS
+    net = model.with_text_input(model.build_model(cfg, vocabulary), model.caption_tokenizer(cfg, vocabulary))
     net.compile(optimizer=keras.optimizers.Adam(3e-3), **model.compile_arguments(cfg))
 
     def test_miou():

@@ -1,6 +1,5 @@
 """Temporal IoU metrics against hand-computed values, numpy and Keras."""
 
-import math
 import os
 import pathlib
 import subprocess
@@ -82,17 +81,6 @@ def test_recall_at_k_iou():
         "r2_iou_0.5": 0.5
     }
     assert metrics.recall_at_k_iou(proposals, scores, gt, k=5, thresholds=(0.5,)) == {"r5_iou_0.5": 0.5}
-
-
-def test_aggregate_seeds():
-    summary = metrics.aggregate_seeds([{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 2.0}])
-    assert summary["a"] == pytest.approx((2.0, math.sqrt(2.0)))
-    assert summary["b"] == (2.0, 0.0)
-    assert metrics.aggregate_seeds([{"a": 0.5}]) == {"a": (0.5, 0.0)}
-    with pytest.raises(ValueError, match="'c'"):
-        metrics.aggregate_seeds([{"a": 1.0}, {"a": 1.0, "c": 2.0}])
-    with pytest.raises(ValueError, match="at least one"):
-        metrics.aggregate_seeds([])
 
 
 def test_keras_metrics_match_numpy_over_batches():

@@ -1,4 +1,4 @@
-"""The localization config, model variants, save/load, SavedModel export and a paper-size step."""
+"""The localization config, model variants, raw-text input, save/load, SavedModel export and a paper-size step."""
 
 import dataclasses
 
@@ -48,6 +48,12 @@ def batch(cfg, seed=0):
     }
 
 
+def text_model(cfg, vocabulary=VOCABULARY, **kwargs):
+    """(the model behind its tokenizer, raw captions in; the token-id model inside it)."""
+    core = model.build_model(cfg, vocabulary, **kwargs)
+    return model.with_text_input(core, model.caption_tokenizer(cfg, vocabulary)), core
+
+
 def test_config_defaults_are_the_paper_sizes_and_load_through_hyperparams():
     cfg = LocalizationModelConfig()
     assert (cfg.num_segments, cfg.video_dim, cfg.audio_dim, cfg.video_hidden) == (128, 4096, 128, 256)
@@ -80,8 +86,9 @@ def test_config_rejects_bad_values_naming_them(field, value):
 @pytest.mark.parametrize("head", ["attention_regression", "feature_regression"])
 def test_variants_build_and_run(modalities, head):
     cfg = small_config(modalities=modalities, head=head)
-    net = model.build_model(cfg, VOCABULARY)
+    net, core = text_model(cfg)
     assert sorted(net.input) == ["audio", "caption", "segment_mask", "video"]
+    assert sorted(core.input) == ["audio", "segment_mask", "tokens", "video"]
     inputs = batch(cfg)
     out = net(inputs)
     assert sorted(out) == ["attention", "span"]
@@ -106,12 +113,12 @@ def test_mixed_precision_keeps_attention_and_span_in_float32():
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        net = model.build_model(small_config(), VOCABULARY)
+        net, core = text_model(small_config())
         out = net(batch(small_config()))
     finally:
         keras.config.set_dtype_policy(previous)
-    assert net.get_layer("video_encoder").compute_dtype == "float16"
-    assert net.get_layer("co_attention").compute_dtype == "float32"
+    assert core.get_layer("video_encoder").compute_dtype == "float16"
+    assert core.get_layer("co_attention").compute_dtype == "float32"
     for key in ("span", "attention"):
         assert out[key].dtype == tf.float32
         assert np.all(np.isfinite(out[key].numpy()))
@@ -128,7 +135,7 @@ def _outputs_and_grads(m, x):
 @pytest.mark.parametrize("modalities", ["av", "v"])
 def test_nan_and_inf_never_reach_a_kernel(modalities):
     cfg = small_config(dropout=0.0, modalities=modalities)
-    m = model.build_model(cfg, VOCABULARY)
+    m, _ = text_model(cfg)
     x = {k: v.numpy().copy() for k, v in batch(cfg).items()}
     want, want_grads = _outputs_and_grads(m, x)
 
@@ -160,8 +167,8 @@ def test_nan_and_inf_never_reach_a_kernel(modalities):
 def test_save_load_and_saved_model_export_give_the_same_outputs(tmp_path):
     cfg = small_config()
     embeddings = np.random.default_rng(1).normal(size=(len(VOCABULARY) + 2, cfg.embedding_dim)).astype("float32")
-    net = model.build_model(cfg, VOCABULARY, embedding_matrix=embeddings)
-    np.testing.assert_array_equal(net.get_layer("caption_encoder").embedding.embeddings.numpy(), embeddings)
+    net, core = text_model(cfg, embedding_matrix=embeddings)
+    np.testing.assert_array_equal(core.get_layer("caption_encoder").embedding.embeddings.numpy(), embeddings)
     inputs = batch(cfg)
     expected = net(inputs)
 
@@ -179,11 +186,26 @@ def test_save_load_and_saved_model_export_give_the_same_outputs(tmp_path):
         np.testing.assert_allclose(served[key], expected[key], rtol=1e-6, atol=1e-7)
 
 
+def test_text_input_is_the_tokenized_batch_through_the_token_model():
+    cfg = small_config(dropout=0.0)
+    net, core = text_model(cfg)
+    inputs = batch(cfg)
+    tokenizer = model.caption_tokenizer(cfg, VOCABULARY)
+    tokens = model.tokenize_inputs(inputs, tokenizer)
+    assert sorted(tokens) == ["audio", "segment_mask", "tokens", "video"]
+    # "Cut the bottle." -> cut, the, bottle; "紙を切る" -> 紙 (OOV), を (OOV), 切, る; "" -> padding.
+    np.testing.assert_array_equal(tokens["tokens"].numpy()[[0, 2, 3]], [[2, 3, 4, 0, 0], [1, 1, 7, 8, 0], [0] * 5])
+    want = core(tokens)
+    got = net(inputs)
+    for key in ("span", "attention"):
+        np.testing.assert_array_equal(got[key], want[key])
+
+
 def test_embeddings_from_the_configured_fasttext_file(tmp_path):
     path = tmp_path / "cc.mr.vec"
     path.write_text("2 4\nबाटली 1 2 3 4\ncut 5 6 7 8\n", encoding="utf-8")
-    net = model.build_model(small_config(fasttext_path=str(path)), VOCABULARY)
-    embeddings = net.get_layer("caption_encoder").embedding.embeddings.numpy()
+    _, core = text_model(small_config(fasttext_path=str(path)))
+    embeddings = core.get_layer("caption_encoder").embedding.embeddings.numpy()
     np.testing.assert_array_equal(embeddings[2 + VOCABULARY.index("बाटली")], [1, 2, 3, 4])
     np.testing.assert_array_equal(embeddings[2 + VOCABULARY.index("cut")], [5, 6, 7, 8])
     np.testing.assert_array_equal(embeddings[text.PAD_ID], 0.0)
@@ -210,7 +232,7 @@ def test_paper_size_model_trains_one_step():
     than the step itself; graph-mode training is covered by the learning test.
     """
     cfg = LocalizationModelConfig(num_segments=128, video_dim=4096, audio_dim=128, video_hidden=256, text_hidden=256)
-    net = model.build_model(cfg, [f"w{i}" for i in range(500)])
+    net, core = text_model(cfg, [f"w{i}" for i in range(500)])
     net.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True, **model.compile_arguments(cfg))
     rng = np.random.default_rng(0)
     batch_size = 20
@@ -224,9 +246,9 @@ def test_paper_size_model_trains_one_step():
         "caption": tf.constant([f"w{i} w{i + 1} unknown" for i in range(batch_size)]),
     }
     labels = {"span": tf.constant(span), "attention": losses.calibration_targets(span, mask)}
-    before = net.get_layer("video_encoder").fuse.kernel.numpy()
+    before = core.get_layer("video_encoder").fuse.kernel.numpy()
     logs = net.train_on_batch(inputs, labels, return_dict=True)
     assert np.isfinite(logs["loss"])
     assert logs["loss"] == pytest.approx(logs["span_loss"] + 5.0 * logs["attention_loss"], rel=1e-4)
     assert {"span_r1_iou_0.5", "span_miou"} <= set(logs)
-    assert not np.array_equal(before, net.get_layer("video_encoder").fuse.kernel.numpy())
+    assert not np.array_equal(before, core.get_layer("video_encoder").fuse.kernel.numpy())

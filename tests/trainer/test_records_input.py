@@ -7,10 +7,10 @@ import shutil
 import pytest
 import tensorflow as tf
 
-from avalign import features, hyperparams
+from avalign import features
 from tests.conftest import REPO
 from trainer import input as input_lib
-from trainer.config import ExperimentConfig
+from trainer.config import load_experiment
 from trainer.registry import get_task
 
 STREAMS = ("visual_2d", "visual_3d")
@@ -27,7 +27,7 @@ def records(tiny_records, tmp_path):
 
 
 def _videos(info, split):
-    return [v[features.VIDEO_ID].numpy() for v in input_lib.read_videos(info, split, STREAMS, False)]
+    return [v[features.VIDEO_ID].numpy() for v in input_lib.read_videos(info, split, STREAMS)]
 
 
 def test_stray_shard_is_ignored_with_a_warning(records, caplog):
@@ -97,21 +97,20 @@ def test_skip_leaves_out_the_damaged_remainder(records, how):
 )
 def test_both_tasks_train_on_the_readable_records_of_a_damaged_shard(records, tmp_path, config):
     _damage(records / SHARD, "cut")
-    cfg = hyperparams.load(
-        ExperimentConfig, str(REPO / config), [f"data.records_dir={records}", "data.on_bad_record=skip"]
-    )
+    cfg = load_experiment(str(REPO / config), [f"data.records_dir={records}", "data.on_bad_record=skip"])
     (tmp_path / "job").mkdir()
-    task = get_task(cfg.task)(cfg, str(tmp_path / "job"))
+    task = get_task(cfg)(cfg, str(tmp_path / "job"))
     task.prepare()
+    task.configure()
     assert task.counts["train"]["damaged_files"] == 1
     n = 0
     for batch in task.dataset("train", False, 4):  # localization: (inputs, labels); retrieval: inputs
         inputs = batch[0] if isinstance(batch, tuple) else batch
         n += int(tf.shape(next(iter(inputs.values())))[0])
     assert n == task.num_examples("train") > 0
-    strict = hyperparams.load(ExperimentConfig, str(REPO / config), [f"data.records_dir={records}"])
+    strict = load_experiment(str(REPO / config), [f"data.records_dir={records}"])
     with pytest.raises(input_lib.RecordsError, match="train-00000-of-00002.tfrecord.gz is damaged"):
-        get_task(strict.task)(strict, str(tmp_path / "strict")).prepare()
+        get_task(strict)(strict, str(tmp_path / "strict")).prepare()
 
 
 def test_shard_with_other_records_than_listed_is_an_error(records):

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from avalign import fileio
 from tests.jobs import MALTA, MALTA_JOB, TINY_MALTA, epochs_logged, experiment_config, task_args
-from trainer import checkpointing, registry, train_lib
+from trainer import checkpointing, train_lib
 from trainer import task as task_cli
 
 
@@ -33,14 +33,14 @@ class _ScriptedMetric(keras.callbacks.Callback):
 
 def _use_task(monkeypatch, bad_step):
     """Makes the trainer's localization task give a NaN loss at optimizer step `bad_step` (0-based)."""
-    base = registry.get_task("localization")
+    from trainer.localization.task import LocalizationTask as base
 
     class Faulty(base):
         def compile(self, model, optimizer):
             super().compile(model, optimizer)
             _poison(model, bad_step, gradient_only=False)
 
-    monkeypatch.setattr(train_lib, "get_task", lambda name: Faulty)
+    monkeypatch.setattr(train_lib, "get_task", lambda cfg: Faulty)
 
 
 def _kill_after(monkeypatch, step, epoch):

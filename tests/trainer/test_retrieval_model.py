@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.input import RecordsError
 from trainer.retrieval.config import RetrievalModelConfig
 from trainer.retrieval.losses import mms_loss
-from trainer.retrieval.metrics import RetrievalEvaluation, evaluate_retrieval
-from trainer.retrieval.model import AVLnet, audio_encoder_model, build_model, validate_clip
+from trainer.retrieval.metrics import both_directions
+from trainer.retrieval.model import AVLnet, audio_encoder_model, build_model
+from trainer.retrieval.task import RetrievalMetricsCallback, embed
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = dict(audio_widths=[8, 8, 16, 16], first_conv_channels=8, embedding_dim=16, visual_2d_dim=12, visual_3d_dim=6)
@@ -222,31 +224,33 @@ def test_narrow_strided_shortcuts_train_at_any_batch_size_with_onednn():
     assert result["worst_grad_diff"] < 1e-4
 
 
+def test_embed_keeps_the_usable_clips_with_their_metadata():
+    cfg = RetrievalModelConfig(**SMALL)
+    model = build_model(cfg)
+    x = _inputs(cfg)
+    x["audio_present"][1] = 0.0
+    x["visual_mask"][3] = 0.0
+    meta = {"video_id": [b"a", b"b", b"c", b"d"], "language": [b"en"] * 4}
+    meta.update(start=np.arange(4, dtype="float32"), end=np.arange(4, dtype="float32") + 5.0)
+    want = _numpy(model(x, training=False))
+    audio, video, kept = embed(model, tf.data.Dataset.from_tensor_slices((x, meta)).batch(3))
+    np.testing.assert_array_equal(kept["video_id"], [b"a", b"c"])
+    np.testing.assert_array_equal(kept["start"], [0.0, 2.0])
+    np.testing.assert_allclose(audio, want["audio_embedding"][[0, 2]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(video, want["video_embedding"][[0, 2]], rtol=1e-5, atol=1e-6)
+    x["audio_present"][:] = 0.0
+    with pytest.raises(RecordsError, match="None of the 4 clips is usable"):
+        embed(model, tf.data.Dataset.from_tensor_slices((x, meta)).batch(3))
+    with pytest.raises(RecordsError, match="No clips to embed"):
+        embed(model, tf.data.Dataset.from_tensor_slices((x, meta)).take(0).batch(3))
+
+
 def test_compute_loss_refuses_labels():
     cfg = RetrievalModelConfig(**SMALL)
     model = build_model(cfg)
     x = _inputs(cfg)
     with pytest.raises(ValueError, match="without labels or sample weights"):
         model.compute_loss(x=x, y=np.zeros(4), y_pred=model(x))
-
-
-def test_validate_clip_names_the_problem():
-    cfg = RetrievalModelConfig(**SMALL)
-    rng = np.random.default_rng(0)
-    audio, v2, v3 = rng.normal(size=(40, 40)), rng.normal(size=(3, 12)), rng.normal(size=(3, 6))
-    validate_clip(cfg, audio, v2, v3)
-    with pytest.raises(ValueError, match="audio has 15 frames; ResDAVEnet needs at least 16"):
-        validate_clip(cfg, audio[:15], v2, v3)
-    with pytest.raises(ValueError, match=r"audio must be \[frames, 40\].*\(40, 39\)"):
-        validate_clip(cfg, audio[:, :39], v2, v3)
-    bad = audio.copy()
-    bad[5, 5] = np.nan
-    with pytest.raises(ValueError, match="audio holds 1 NaN/Inf"):
-        validate_clip(cfg, bad, v2, v3)
-    with pytest.raises(ValueError, match="visual_3d is required"):
-        validate_clip(cfg, audio, v2)
-    with pytest.raises(ValueError, match=r"visual_2d must be \[steps >= 1, 12\].*\(0, 12\)"):
-        validate_clip(cfg, audio, v2[:0], v3)
 
 
 @pytest.mark.parametrize(
@@ -296,7 +300,7 @@ def _paired_data(rng, maps, num, frames=64, visual_steps=4):
 
 
 @pytest.mark.e2e
-def test_small_model_learns_paired_data_beyond_chance():
+def test_small_model_learns_paired_data_beyond_chance(tmp_path):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     maps = {"audio": rng.normal(size=(6, 40)), "2d": rng.normal(size=(6, 24)), "3d": rng.normal(size=(6, 12))}
@@ -309,17 +313,20 @@ def test_small_model_learns_paired_data_beyond_chance():
     # Slots made now, not inside the first trace of the train step (which would then be traced twice).
     model.optimizer.build(model.trainable_variables)
     train_ds = tf.data.Dataset.from_tensor_slices(train).shuffle(1024, seed=0).batch(32, drop_remainder=True).repeat()
-    val_ds = tf.data.Dataset.from_tensor_slices(val).batch(64)
-    before = evaluate_retrieval(model, val_ds)
-    history = model.fit(
-        train_ds, steps_per_epoch=60, epochs=1, verbose=0, shuffle=False, callbacks=[RetrievalEvaluation(val_ds)]
-    ).history
+    # Validation clips as the task's evaluation takes them: (features, meta) batches.
+    meta = {"video_id": [f"v{i}".encode() for i in range(128)], "language": [b"en"] * 128}
+    meta.update(start=np.zeros(128, "float32"), end=np.full(128, 10.0, "float32"))
+    val_ds = tf.data.Dataset.from_tensor_slices((val, meta)).batch(64)
+    audio, video, _ = embed(model, val_ds)
+    before = both_directions(audio, video)
+    callback = RetrievalMetricsCallback(val_ds, str(tmp_path), block_size=4096)
+    history = model.fit(train_ds, steps_per_epoch=60, epochs=1, verbose=0, shuffle=False, callbacks=[callback]).history
     chance = 1 / 128
-    assert history["val_num_clips"] == [128]
+    assert history["val_a2v_num_queries"] == [128] and history["val_v2a_num_queries"] == [128]
     assert history["loss"][0] < 2 * math.log(32)
-    assert before["a2v_r1"] < 4 * chance
+    assert before["a2v"]["r1"] < 4 * chance
     assert history["val_a2v_r1"][0] > 8 * chance and history["val_v2a_r1"][0] > 8 * chance
-    assert history["val_a2v_median_rank"][0] < 16 < before["a2v_median_rank"]
+    assert history["val_a2v_median_rank"][0] < 16 < before["a2v"]["median_rank"]
 
 
 MIRRORED_SCRIPT = textwrap.dedent(

@@ -24,7 +24,7 @@ from tests.jobs import (
 )
 from trainer import input as input_lib
 from trainer import train_lib
-from trainer.config import ExperimentConfig
+from trainer.config import load_experiment
 
 
 def test_localization_end_to_end(malta_job):
@@ -148,7 +148,7 @@ def test_killed_mirrored_job_resumes_where_it_stopped(tiny_records, tmp_path):
 
 
 def test_dims_that_disagree_with_records_stop_before_training(tiny_records, tmp_path):
-    cfg = experiment_config(MALTA, tiny_records, TINY_MALTA + ["model.localization.video_dim=4096"])
+    cfg = experiment_config(MALTA, tiny_records, TINY_MALTA + ["model.video_dim=4096"])
     with pytest.raises(input_lib.RecordsError, match=r"video_dim=4096 but the records give \d+"):
         train_lib.run_experiment(cfg, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
@@ -234,14 +234,12 @@ def test_images_mode_fine_tunes_from_the_video_model(avlnet_job, tiny_records, t
 
     job, _ = avlnet_job
     overrides = TINY_AVLNET + ["train.epochs=1", f"train.init_checkpoint={job / 'model.keras'}"]
-    cfg = experiment_config(
-        "configs/avlnet_images_demo.yaml", tiny_records, overrides + ["model.retrieval.freeze_visual=true"]
-    )
+    cfg = experiment_config("configs/avlnet_images_demo.yaml", tiny_records, overrides + ["model.freeze_visual=true"])
     # Loaded, not yet trained: the audio encoder is the video model's; the 2D-only
     # visual unit has another input width and keeps its initialization.
     from trainer.registry import get_task
 
-    task = get_task("retrieval")(cfg, str(tmp_path / "loaded"))
+    task = get_task(cfg)(cfg, str(tmp_path / "loaded"))
     task.prepare()
     loaded = task.build_model()
     train_lib.load_initial_weights(loaded, cfg.train.init_checkpoint)
@@ -271,7 +269,7 @@ def test_cascade_end_to_end(tiny_records, tmp_path):
     # Every row is evaluated on the target language's test clips only.
     clips = {name: runs[0]["num_clips"] for name, runs in saved.items()}
     assert len(set(clips.values())) == 1, clips
-    pre_cfg = hyperparams.load(ExperimentConfig, tmp_path / "seed0" / "pretrain" / "config.yaml")
+    pre_cfg = load_experiment(tmp_path / "seed0" / "pretrain" / "config.yaml")
     assert pre_cfg.data.languages == ["en"] and pre_cfg.data.clip_source == "windows"
-    ft_cfg = hyperparams.load(ExperimentConfig, tmp_path / "seed0" / "ft_target" / "config.yaml")
+    ft_cfg = load_experiment(tmp_path / "seed0" / "ft_target" / "config.yaml")
     assert ft_cfg.data.languages == ["ja"] and ft_cfg.train.init_checkpoint.endswith("pretrain/model.keras")

@@ -1,4 +1,4 @@
-"""Typed config of the MALTA / ABLR caption localization model."""
+"""The localization task's config: its data, model (MALTA / ABLR) and eval sections, registered as task 'localization'."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import dataclasses
 from typing import Literal, Optional
 
 from avalign import hyperparams
+from trainer import config as config_lib
+from trainer import registry
 
 MODALITIES = ("av", "v", "a")
 HEADS = ("attention_regression", "feature_regression")
@@ -93,3 +95,70 @@ class LocalizationModelConfig:
     def uses_audio(self) -> bool:
         """Whether the variant has an audio branch."""
         return "a" in self.modalities
+
+
+@dataclasses.dataclass
+class LocalizationDataConfig(config_lib.DataConfig):
+    """The shared data settings, plus what the localization model reads from the records.
+
+    Attributes:
+      visual_streams: visual streams fed to the model, concatenated.
+      audio_feature: 'logmel' frames, 'mfcc' (+deltas) computed in-graph from
+        them, 'avlnet': frame embeddings of an exported AVLnet audio encoder, or
+        'hub': the TF Hub audio embedding stream the preprocessing job stored
+        (`audio_embedding.handle`).
+      audio_encoder: SavedModel dir of an exported AVLnet audio encoder (for
+        audio_feature 'avlnet').
+      caption_field: 'text' (caption in the annotation language) or 'text_en'.
+    """
+
+    visual_streams: list[str] = dataclasses.field(default_factory=lambda: ["visual_2d", "visual_3d"])
+    audio_feature: Literal["logmel", "mfcc", "avlnet", "hub"] = "mfcc"
+    audio_encoder: str = ""
+    caption_field: Literal["text", "text_en"] = "text"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.visual_streams:
+            raise ValueError("data.visual_streams must name at least one stream (visual_2d, visual_3d).")
+        for s in self.visual_streams:
+            if s not in ("visual_2d", "visual_3d"):
+                raise ValueError(f"data.visual_streams: unknown stream {s!r}; valid: visual_2d, visual_3d.")
+        if self.audio_feature == "avlnet" and not self.audio_encoder:
+            raise ValueError("data.audio_feature 'avlnet' needs data.audio_encoder (an exported encoder dir).")
+
+
+@dataclasses.dataclass
+class LocalizationEvalConfig(config_lib.EvalConfig):
+    """How spans are decoded and scored.
+
+    Attributes:
+      window_seconds: inference over videos longer than this uses overlapping
+        windows of this length whose proposals are merged (0: off).
+      window_stride_seconds: stride of those windows.
+      span_decoder: spans from the model's regression head ('head') or read
+        off its calibrated attention ('attention': the contiguous segments
+        around the attention peak holding at least `attention_threshold` × the
+        peak). Both are always reported.
+      attention_threshold: fraction of the peak for the 'attention' decoder.
+      nms_iou: with the 'attention' decoder, R@5 is also reported: every
+        attention peak proposes runs at several thresholds, and temporal NMS
+        at this IoU keeps the five best distinct ones.
+    """
+
+    window_seconds: float = hyperparams.field(0.0, bounds="[0, inf)")
+    window_stride_seconds: float = hyperparams.field(0.0, bounds="[0, inf)")
+    span_decoder: Literal["head", "attention"] = "head"
+    attention_threshold: float = hyperparams.field(0.3, bounds="(0, 1]")
+    nms_iou: float = hyperparams.field(0.5, bounds="[0, 1]")
+
+
+@registry.register_config("localization")
+@dataclasses.dataclass
+class LocalizationConfig(config_lib.ExperimentConfig):
+    """A caption localization experiment (MALTA, ABLR or audio-only by `model.modalities`)."""
+
+    task: str = "localization"
+    data: LocalizationDataConfig = dataclasses.field(default_factory=LocalizationDataConfig)
+    model: LocalizationModelConfig = dataclasses.field(default_factory=LocalizationModelConfig)
+    eval: LocalizationEvalConfig = dataclasses.field(default_factory=LocalizationEvalConfig)

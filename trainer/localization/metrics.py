@@ -1,4 +1,4 @@
-"""Temporal localization metrics: IoU, R@K at IoU m, mIoU (numpy and Keras), seed aggregation.
+"""Temporal localization metrics: IoU, R@K at IoU m, mIoU (numpy and Keras).
 
 All spans are (start, end) pairs in one unit (normalized or seconds: IoU is
 scale-free). "R@1, IoU=m" is the fraction of captions whose prediction has
@@ -7,7 +7,7 @@ IoU >= m with the ground truth, as in ABLR's and MALTA's evaluation code.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -199,34 +199,6 @@ def recall_at_k_iou(
             chosen = temporal_nms(proposals[i], scores[i], nms_threshold, k)
         best[i] = np.max(temporal_iou(proposals[i][chosen], gt[i]))
     return {recall_key(t, k): float(np.mean(best >= t)) for t in thresholds}
-
-
-def aggregate_seeds(results: Sequence[Mapping[str, float]]) -> dict[str, tuple[float, float]]:
-    """Mean and standard deviation of each metric over runs with different seeds.
-
-    The standard deviation is the sample one (ddof=1), 0.0 for a single run.
-
-    Args:
-      results: one metric dict per seed, all with the same keys.
-
-    Returns:
-      {name: (mean, std)}.
-
-    Raises:
-      ValueError: no results, or runs whose metric names differ.
-    """
-    if not results:
-        raise ValueError("aggregate_seeds needs at least one result.")
-    names = set(results[0])
-    for i, result in enumerate(results[1:], start=1):
-        if set(result) != names:
-            raise ValueError(f"run {i} has metrics {sorted(set(result) ^ names)} that run 0 does not share (or lacks).")
-    summary = {}
-    for name in sorted(names):
-        values = np.asarray([result[name] for result in results], dtype=np.float64)
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        summary[name] = (float(np.mean(values)), std)
-    return summary
 
 
 def _keras_iou(y_true, y_pred):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -28,9 +28,13 @@ def build_model(
     cfg: LocalizationModelConfig,
     vocabulary: Sequence[str],
     embedding_matrix: np.ndarray | None = None,
-    tokenized_input: bool = False,
 ) -> keras.Model:
-    """Builds the functional localization model.
+    """Builds the functional localization model, from caption token ids.
+
+    Caption text becomes token ids in one way, `tokenize_inputs` with
+    `caption_tokenizer(cfg, vocabulary)`: in tf.data for training (distributed
+    `fit` can't take string inputs), and in front of the model for raw text
+    (`with_text_input`).
 
     Inputs (a dict; every variant takes all four, so one dataset serves all):
       "video": float32 [B, M, video_dim] segment features (ignored by "a").
@@ -38,10 +42,8 @@ def build_model(
       "segment_mask": float32 [B, M], 1 on real segments, right-padded.
         Padded segments may hold anything; a caption with NaN or Inf in a real
         segment of a stream the variant uses is treated as having no segment.
-      "caption": string [B] raw caption text, tokenized in the graph; or, with
-        `tokenized_input`, "tokens": int32 [B, max_caption_tokens] ids from
-        `text.CaptionTokenizer` (tokenize in tf.data: distributed `fit` can't
-        take string inputs, see `trainer.localization.task`).
+      "tokens": int32 [B, max_caption_tokens] caption ids from
+        `caption_tokenizer(cfg, vocabulary)`.
 
     Outputs (a dict):
       "span": float32 [B, 2] normalized (start, end), 0 <= start <= end <= 1.
@@ -56,7 +58,6 @@ def build_model(
       embedding_matrix: optional [len(vocabulary) + 2, embedding_dim] initial
         word embeddings. When None and `cfg.fasttext_path` is set, they are read
         from that file; otherwise they are random.
-      tokenized_input: take token ids instead of raw captions.
 
     Returns:
       The uncompiled `keras.Model`; compile it with `compile_arguments(cfg)`.
@@ -84,13 +85,8 @@ def build_model(
         VIDEO: keras.Input(shape=(cfg.num_segments, cfg.video_dim), dtype="float32", name=VIDEO),
         AUDIO: keras.Input(shape=(cfg.num_segments, cfg.audio_dim), dtype="float32", name=AUDIO),
         SEGMENT_MASK: keras.Input(shape=(cfg.num_segments,), dtype="float32", name=SEGMENT_MASK),
+        TOKENS: keras.Input(shape=(cfg.max_caption_tokens,), dtype="int32", name=TOKENS),
     }
-    if tokenized_input:
-        inputs[TOKENS] = keras.Input(shape=(cfg.max_caption_tokens,), dtype="int32", name=TOKENS)
-        token_ids = inputs[TOKENS]
-    else:
-        inputs[CAPTION] = keras.Input(shape=(), dtype="string", name=CAPTION)
-        token_ids = text.CaptionTokenizer(vocabulary, cfg.max_caption_tokens, name="tokenizer")(inputs[CAPTION])
     caption_encoder = layers.CaptionEncoder(
         num_ids,
         cfg.embedding_dim,
@@ -99,7 +95,7 @@ def build_model(
         trainable_embeddings=cfg.trainable_embeddings,
         name="caption_encoder",
     )
-    words, word_mask = caption_encoder(token_ids)
+    words, word_mask = caption_encoder(inputs[TOKENS])
 
     # NaN/Inf stop here, before any layer: padded segments become zeros, and a
     # caption with a non-finite value in a real segment of a stream the variant
@@ -136,6 +132,49 @@ def build_model(
     if embedding_matrix is not None:
         caption_encoder.set_embedding_matrix(embedding_matrix)
     return model
+
+
+def caption_tokenizer(cfg: LocalizationModelConfig, vocabulary: Sequence[str]) -> text.CaptionTokenizer:
+    """The tokenizer that gives `build_model(cfg, vocabulary)` its "tokens" from raw caption text."""
+    return text.CaptionTokenizer(list(vocabulary), cfg.max_caption_tokens, name="tokenizer")
+
+
+def tokenize_inputs(inputs: Mapping[str, Any], tokenizer: text.CaptionTokenizer) -> dict[str, Any]:
+    """`inputs` with their raw "caption" strings replaced by "tokens" ids.
+
+    The one place caption text becomes token ids: tf.data maps batches through
+    it, and `with_text_input` applies it to symbolic inputs in front of a model.
+
+    Args:
+      inputs: the model's input dict with "caption" [B] strings instead of
+        "tokens" (tensors, arrays or `keras.Input`s).
+      tokenizer: from `caption_tokenizer`.
+
+    Returns:
+      The same dict with "tokens" int32 [B, max_caption_tokens] for "caption".
+    """
+    return {**{k: v for k, v in inputs.items() if k != CAPTION}, TOKENS: tokenizer(inputs[CAPTION])}
+
+
+def with_text_input(model: keras.Model, tokenizer: text.CaptionTokenizer) -> keras.Model:
+    """`model` behind `tokenizer`: raw caption strings in instead of token ids, the same outputs.
+
+    Args:
+      model: a functional model with a "tokens" input (`build_model`'s, or one
+        around it, e.g. with feature normalization in front).
+      tokenizer: from `caption_tokenizer` for the model's vocabulary.
+
+    Returns:
+      A functional `keras.Model` named "<model.name>_text" that shares `model`'s
+      weights; it saves and loads as `.keras` and exports with string inputs.
+    """
+    inputs = {
+        name: keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name)
+        for name, tensor in model.input.items()
+        if name != TOKENS
+    }
+    inputs[CAPTION] = keras.Input(shape=(), dtype="string", name=CAPTION)
+    return keras.Model(inputs, model(tokenize_inputs(inputs, tokenizer)), name=f"{model.name}_text")
 
 
 def compile_arguments(cfg: LocalizationModelConfig) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from trainer.base_task import Task, records_facts
 from trainer.localization import data as data_lib
 from trainer.localization import metrics, text
 from trainer.localization import model as model_lib
+from trainer.localization.config import LocalizationConfig
 from trainer.registry import register_task
 
 IOU_THRESHOLDS = metrics.DEFAULT_THRESHOLDS
@@ -62,14 +63,14 @@ def make_audio_view(kind: str, info: input_lib.RecordsInfo, encoder_path: str = 
     return view
 
 
-@register_task("localization")
+@register_task(LocalizationConfig)
 class LocalizationTask(Task):
     """Given a video's audio and frames and a caption, find where the caption happens."""
 
     def prepare(self, from_job: bool = False) -> None:
         cfg = self.cfg
+        self.from_job = from_job
         self.info = input_lib.RecordsInfo(cfg.data.records_dir)
-        streams = tuple(cfg.data.visual_streams)
         self.info.check_streams(self.streams)
         self.counts = {}
         for split in (cfg.data.train_split, cfg.data.eval_split, cfg.data.test_split):
@@ -78,31 +79,47 @@ class LocalizationTask(Task):
             if not self.counts[split]["captions"]:
                 raise input_lib.RecordsError(f"{self.info.records_dir}: split {split!r} has no captions.")
             self._check_caption_field(split)
-        mcfg = cfg.model.localization
         self.audio_view = make_audio_view(cfg.data.audio_feature, self.info, cfg.data.audio_encoder)
+        # The dims the model takes are the records' (through the audio view), whatever the model config.
+        self.dims = {
+            "video_dim": sum(self.info.stream_dims[s] for s in cfg.data.visual_streams),
+            "audio_dim": self._audio_dim(),
+        }
+        # Vocabulary and normalization per (segments, vocabulary size): fitted once each, on the training split.
+        self._fitted = {}
+        self._job_facts = self.job_facts(self._facts()) if from_job else None
+        self.model_cfg = None
+
+    def configure(self, cfg=None):
+        self._replace_config(cfg)
+        mcfg = self.cfg.model
+        for name, have in self.dims.items():
+            want = getattr(mcfg, name)
+            if want and want != have:
+                raise input_lib.RecordsError(
+                    f"model.{name}={want} but the records give {have} ({self.cfg.data.records_dir}, streams "
+                    f"{list(self.cfg.data.visual_streams)}, audio {self.cfg.data.audio_feature}); set it to {have} "
+                    f"or 0 to take it from the records."
+                )
+        self.model_cfg = dataclasses.replace(mcfg, **self.dims)
         self.parser = data_lib.LocalizationParser(
-            mcfg.num_segments,
-            streams,
+            self.model_cfg.num_segments,
+            tuple(self.cfg.data.visual_streams),
             self.info.stream_rates,
             self.info.audio_rate,
             self.audio_view,
-            cfg.data.caption_field,
+            self.cfg.data.caption_field,
         )
-        video_dim = sum(self.info.stream_dims[s] for s in streams)
-        audio_dim = self._audio_dim()
-        for name, have, want in (("video_dim", video_dim, mcfg.video_dim), ("audio_dim", audio_dim, mcfg.audio_dim)):
-            if want and want != have:
-                raise input_lib.RecordsError(
-                    f"model.localization.{name}={want} but the records give {have} "
-                    f"({cfg.data.records_dir}, streams {list(streams)}, audio {cfg.data.audio_feature}); "
-                    f"set it to {have} or 0 to take it from the records."
-                )
-        self.model_cfg = dataclasses.replace(mcfg, video_dim=video_dim, audio_dim=audio_dim)
-        if from_job:
-            self._restore_training_statistics(self.job_facts(self._facts()))
+        if self._job_facts is not None:
+            self._restore_training_statistics(self._job_facts)
         else:
-            self._fit_train_statistics()
+            key = (self.model_cfg.num_segments, self.model_cfg.vocab_size)
+            if key not in self._fitted:
+                self._fitted[key] = self._fit_train_statistics()
+            self.vocabulary, self.stats = self._fitted[key]
             self._record_training_statistics()
+        self.tokenizer = model_lib.caption_tokenizer(self.model_cfg, self.vocabulary)
+        return self.model_cfg
 
     def _check_caption_field(self, split: str) -> None:
         """Every caption of `split` must have text in `data.caption_field`; an empty one can't be scored.
@@ -143,10 +160,7 @@ class LocalizationTask(Task):
                 "data.caption_field": data.caption_field,
             },
             "records": records_facts(self.info, self.streams, log_mel=log_mel),
-            "model": {
-                "model.localization.video_dim": self.model_cfg.video_dim,
-                "model.localization.audio_dim": self.model_cfg.audio_dim,
-            },
+            "model": {f"model.{name}": value for name, value in self.dims.items()},
         }
 
     @property
@@ -161,15 +175,19 @@ class LocalizationTask(Task):
         probe = {features.AUDIO: tf.zeros([64, self.info.audio_dim])}
         return int(self.audio_view(probe)[0].shape[-1])
 
-    def _captions(self, split: str, is_training: bool) -> tf.data.Dataset:
-        cfg = self.cfg
-        videos = input_lib.read_split(self.info, cfg.data, split, self.streams, is_training, cfg.train.seed)
+    def _captions(self, split: str) -> tf.data.Dataset:
+        """(features, labels, meta) of every caption of `split`, in record order."""
+        videos = input_lib.read_split(self.info, self.cfg.data, split, self.streams)
         return videos.flat_map(self.parser.captions)
 
-    def _fit_train_statistics(self) -> None:
-        """Vocabulary and feature normalization, from the training split only."""
+    def _fit_train_statistics(self) -> tuple[list, dict]:
+        """Vocabulary and feature normalization of the configured model, from the training split only.
+
+        Returns:
+          (vocabulary, {'video'|'audio': (mean, variance)}).
+        """
         captions, video_sum, video_sq, audio_sum, audio_sq, n = [], 0.0, 0.0, 0.0, 0.0, 0
-        for x, _, _ in self._captions(self.cfg.data.train_split, False).batch(256):
+        for x, _, _ in self._captions(self.cfg.data.train_split).batch(256):
             captions += [c.decode("utf-8") for c in x["caption"].numpy()]
             v = x["video"].numpy().reshape(-1, x["video"].shape[-1]).astype(np.float64)
             a = x["audio"].numpy().reshape(-1, x["audio"].shape[-1]).astype(np.float64)
@@ -181,13 +199,13 @@ class LocalizationTask(Task):
             raise input_lib.RecordsError(
                 f"{len(empty)} training caption(s) have no tokens (field {self.cfg.data.caption_field}), e.g. {empty[0]!r}."
             )
-        self.vocabulary = text.build_vocabulary(captions, max_size=self.model_cfg.vocab_size - 2)
-        self.tokenizer = text.CaptionTokenizer(self.vocabulary, self.model_cfg.max_caption_tokens, name="tokenizer")
-        self.stats = {}
+        vocabulary = text.build_vocabulary(captions, max_size=self.model_cfg.vocab_size - 2)
+        stats = {}
         for name, s, sq in (("video", video_sum, video_sq), ("audio", audio_sum, audio_sq)):
             mean = s / n
-            self.stats[name] = (mean.astype(np.float32), np.maximum(sq / n - mean**2, 1e-6).astype(np.float32))
-        logging.info("Vocabulary of %d tokens from %d training captions", len(self.vocabulary), len(captions))
+            stats[name] = (mean.astype(np.float32), np.maximum(sq / n - mean**2, 1e-6).astype(np.float32))
+        logging.info("Vocabulary of %d tokens from %d training captions", len(vocabulary), len(captions))
+        return vocabulary, stats
 
     def _record_training_statistics(self) -> None:
         """Records the vocabulary and statistics, with what else the model is built from, in the job dir."""
@@ -204,7 +222,6 @@ class LocalizationTask(Task):
     def _restore_training_statistics(self, facts: dict) -> None:
         """The vocabulary and feature normalization the job trained with, from its recorded facts."""
         self.vocabulary = list(facts["vocabulary"])
-        self.tokenizer = text.CaptionTokenizer(self.vocabulary, self.model_cfg.max_caption_tokens, name="tokenizer")
         self.stats = {
             name: (np.asarray(s["mean"], np.float32), np.asarray(s["variance"], np.float32))
             for name, s in facts["statistics"].items()
@@ -216,9 +233,11 @@ class LocalizationTask(Task):
 
         Captions are tokenized in tf.data with `self.tokenizer` (distributed
         `fit` can't take string inputs); `serving_model` puts the same
-        tokenizer in front for raw text.
+        tokenizer in front for raw text (both through `model.tokenize_inputs`).
         """
-        inner = model_lib.build_model(self.model_cfg, self.vocabulary, tokenized_input=True)
+        if self.model_cfg is None:
+            self.configure()
+        inner = model_lib.build_model(self.model_cfg, self.vocabulary)
         m = self.model_cfg.num_segments
         inputs = {
             "video": keras.Input((m, self.model_cfg.video_dim), name="video"),
@@ -237,20 +256,11 @@ class LocalizationTask(Task):
 
     def serving_model(self, model: keras.Model) -> keras.Model:
         """`model` behind the caption tokenizer: raw caption strings in (saved as model.keras)."""
-        m = self.model_cfg.num_segments
-        inputs = {
-            "video": keras.Input((m, self.model_cfg.video_dim), name="video"),
-            "audio": keras.Input((m, self.model_cfg.audio_dim), name="audio"),
-            "segment_mask": keras.Input((m,), name="segment_mask"),
-            "caption": keras.Input((), dtype="string", name="caption"),
-        }
-        core = {k: v for k, v in inputs.items() if k != "caption"}
-        core["tokens"] = self.tokenizer(inputs["caption"])
-        return keras.Model(inputs, model(core), name="localizer_text")
+        return model_lib.with_text_input(model, self.tokenizer)
 
     def _model_inputs(self, x: dict) -> dict:
         """A batch's features with the caption strings replaced by token ids."""
-        return {**{k: v for k, v in x.items() if k != "caption"}, "tokens": self.tokenizer(x["caption"])}
+        return model_lib.tokenize_inputs(x, self.tokenizer)
 
     def compile(self, model, optimizer) -> None:
         model.compile(
@@ -258,7 +268,7 @@ class LocalizationTask(Task):
         )
 
     def dataset(self, split: str, is_training: bool, batch_size: int) -> tf.data.Dataset:
-        ds = self._captions(split, is_training).map(lambda x, y, meta: (x, y))
+        ds = self._captions(split).map(lambda x, y, meta: (x, y))
         if self.cfg.data.cache:
             ds = ds.cache()
         if is_training:
@@ -271,7 +281,7 @@ class LocalizationTask(Task):
 
     def num_examples(self, split: str) -> int:
         if split == self.cfg.data.train_split and (self.cfg.data.languages or self.cfg.data.max_train_videos):
-            return int(self._captions(split, False).reduce(0, lambda n, _: n + 1))
+            return int(self._captions(split).reduce(0, lambda n, _: n + 1))
         return self.counts[split]["captions"]
 
     @property
@@ -285,7 +295,7 @@ class LocalizationTask(Task):
     def callbacks(self, model, log_dir):
         from trainer.localization import plots
 
-        x, y, meta = next(iter(self._captions(self.cfg.data.eval_split, False).batch(self.cfg.eval.num_plot_examples)))
+        x, y, meta = next(iter(self._captions(self.cfg.data.eval_split).batch(self.cfg.eval.num_plot_examples)))
         meta = dict(meta, caption=x["caption"])
         examples = (self._model_inputs(x), y, meta)
         return [plots.AttentionPlotCallback(examples, os.path.join(log_dir, "attention"))]
@@ -293,7 +303,7 @@ class LocalizationTask(Task):
     def predict(self, model, split: str):
         """Predictions, truths and metadata of every caption of a split (numpy)."""
         spans, attention, truth, meta = [], [], [], {k: [] for k in data_lib.META_KEYS}
-        for x, y, m in self._captions(split, False).batch(self.cfg.train.global_batch_size):
+        for x, y, m in self._captions(split).batch(self.cfg.train.global_batch_size):
             out = model(self._model_inputs(x), training=False)
             spans.append(np.asarray(out["span"]))
             attention.append(np.asarray(out["attention"]))
@@ -314,9 +324,7 @@ class LocalizationTask(Task):
         window, stride = self.cfg.eval.window_seconds, self.cfg.eval.window_stride_seconds
         key = self.parser.caption_key
         spans, truth, meta = [], [], {k: [] for k in data_lib.META_KEYS}
-        videos = input_lib.read_videos(
-            self.info, split, self.streams, False, languages=self.cfg.data.languages_of(split)
-        )
+        videos = input_lib.read_videos(self.info, split, self.streams, languages=self.cfg.data.languages_of(split))
         for video in videos:
             duration = float(video[features.DURATION])
             starts = data_lib.window_starts(duration, window, stride)

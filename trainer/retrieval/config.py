@@ -1,10 +1,13 @@
-"""Typed model config of the AVLnet retrieval task (ResDAVEnet audio, 2D/3D visual heads, MMS loss)."""
+"""The retrieval task's config: its data, model (AVLnet: ResDAVEnet audio, 2D/3D visual heads, MMS loss) and eval sections."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from avalign import hyperparams
+from trainer import config as config_lib
+from trainer import registry
 
 # The four stride-2 stages of ResDAVEnet reduce the time axis 16-fold.
 NUM_STAGES = 4
@@ -78,3 +81,40 @@ class RetrievalModelConfig:
     def total_stride(self) -> int:
         """Input frames per output frame of the audio encoder (16)."""
         return 2**NUM_STAGES
+
+
+@dataclasses.dataclass
+class RetrievalDataConfig(config_lib.DataConfig):
+    """The shared data settings, plus how clips are cut from the records.
+
+    Attributes:
+      clip_source: one clip per caption ('captions') or fixed windows over the
+        whole video ('windows', for unlabeled video).
+      window_seconds: window length for clip_source 'windows'.
+    """
+
+    clip_source: Literal["captions", "windows"] = "captions"
+    window_seconds: float = hyperparams.field(10.0, bounds="(0, inf)")
+
+
+@dataclasses.dataclass
+class RetrievalEvalConfig(config_lib.EvalConfig):
+    """How retrieval is scored.
+
+    Attributes:
+      retrieval_block_size: rows per block of the blocked rank computation
+        (memory ~ block × items × 5 bytes).
+    """
+
+    retrieval_block_size: int = hyperparams.field(1024, bounds="[1, inf)")
+
+
+@registry.register_config("retrieval")
+@dataclasses.dataclass
+class RetrievalConfig(config_lib.ExperimentConfig):
+    """An audio-visual retrieval experiment (AVLnet on videos, or on images with `model.use_3d: false`)."""
+
+    task: str = "retrieval"
+    data: RetrievalDataConfig = dataclasses.field(default_factory=RetrievalDataConfig)
+    model: RetrievalModelConfig = dataclasses.field(default_factory=RetrievalModelConfig)
+    eval: RetrievalEvalConfig = dataclasses.field(default_factory=RetrievalEvalConfig)

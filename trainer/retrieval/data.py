@@ -17,8 +17,9 @@ class ClipParser:
     A clip is a caption's span (or a fixed window for unlabeled video). Its
     audio is cropped to `max_audio_frames` (a random offset when training,
     the start otherwise) or zero-padded, with `audio_length` valid frames; the
-    visual streams cover the same seconds, padded to a fixed count with
-    `visual_mask`.
+    visual streams cover the same seconds, the same steps of each, padded to a
+    fixed count. `visual_mask` marks the steps that every stream has: none
+    when a stream is empty, and the model then leaves the clip out.
 
     Args:
       max_audio_frames: frames per clip (1024 = 10.24 s at 100 frames/s).
@@ -87,22 +88,26 @@ class ClipParser:
             "audio_length": tf.maximum(length, 1),
             "audio_present": tf.cast(video[features.AUDIO_PRESENT], tf.float32) * tf.cast(length > 0, tf.float32),
         }
+        # One span of steps for every stream, so that step j of each stream is the
+        # same moment, cut from the steps that every stream has: a step a stream
+        # lacks (a shorter or empty 3D stream) is padding in all of them and
+        # masked, since the model pools every stream under the one visual_mask.
+        n = tf.reduce_min(tf.stack([tf.shape(video[features.stream_keys(s)["features"]])[0] for s in self.streams]))
+        last = tf.maximum(n - 1, 0)
+        if self.images:
+            v0 = tf.clip_by_value(tf.cast(tf.round((t0 + t1) / 2.0 * self.rate), tf.int32), 0, last)
+            v1 = tf.minimum(v0 + 1, n)
+        else:
+            v0 = tf.clip_by_value(tf.cast(tf.floor(t0 * self.rate), tf.int32), 0, last)
+            v1 = tf.clip_by_value(tf.cast(tf.math.ceil(t1 * self.rate), tf.int32), tf.minimum(v0 + 1, n), n)
+            v1 = tf.minimum(v1, v0 + self.max_visual)
+        count = v1 - v0
         for s in self.streams:
             feats = video[features.stream_keys(s)["features"]]
-            n = tf.shape(feats)[0]
-            if self.images:
-                mid = tf.cast(tf.round((t0 + t1) / 2.0 * self.rate), tf.int32)
-                v0 = tf.clip_by_value(mid, 0, n - 1)
-                v1 = v0 + 1
-            else:
-                v0 = tf.clip_by_value(tf.cast(tf.floor(t0 * self.rate), tf.int32), 0, n - 1)
-                v1 = tf.clip_by_value(tf.cast(tf.math.ceil(t1 * self.rate), tf.int32), v0 + 1, n)
-                v1 = tf.minimum(v1, v0 + self.max_visual)
-            count = v1 - v0
             x[s] = tf.ensure_shape(
                 tf.pad(feats[v0:v1], [[0, self.max_visual - count], [0, 0]]), [self.max_visual, feats.shape[-1]]
             )
-            x["visual_mask"] = tf.sequence_mask(count, self.max_visual, dtype=tf.float32)
+        x["visual_mask"] = tf.sequence_mask(count, self.max_visual, dtype=tf.float32)
         return x
 
     def clips(self, video: dict, is_training: bool = False) -> tf.data.Dataset:

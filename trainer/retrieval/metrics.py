@@ -1,14 +1,8 @@
-"""Retrieval metrics (R@1/5/10, median and mean rank) in bounded memory, and their evaluation of AVLnet."""
+"""Retrieval metrics of paired embeddings: ranks, R@1/5/10, median and mean rank, both directions."""
 
 from __future__ import annotations
 
-import logging
-from typing import Optional
-
-import keras
 import numpy as np
-
-from trainer.retrieval.model import AUDIO_EMBEDDING, VALID, VIDEO_EMBEDDING
 
 RECALL_AT = (1, 5, 10)
 
@@ -125,108 +119,3 @@ def both_directions(audio_emb, video_emb, block_size: int = 4096) -> dict:
         "a2v": retrieval_metrics(audio_emb, video_emb, block_size),
         "v2a": retrieval_metrics(video_emb, audio_emb, block_size),
     }
-
-
-def embed_dataset(model: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray, int]:
-    """Audio and video embeddings of the usable clips of a dataset.
-
-    Args:
-      model: an AVLnet model.
-      dataset: iterable of input dicts (or tuples whose first element is one).
-
-    Returns:
-      (audio [N, E], video [N, E], number of clips skipped as unusable: no audio,
-      no valid visual step, or NaN/Inf in their inputs).
-    """
-    audio, video, skipped = [], [], 0
-    for element in dataset:
-        inputs = element[0] if isinstance(element, (tuple, list)) else element
-        outputs = model.predict_on_batch(inputs)
-        keep = np.asarray(outputs[VALID]) > 0.5
-        skipped += int(np.sum(~keep))
-        audio.append(np.asarray(outputs[AUDIO_EMBEDDING])[keep])
-        video.append(np.asarray(outputs[VIDEO_EMBEDDING])[keep])
-    if not audio:
-        raise ValueError("the evaluation dataset is empty.")
-    return np.concatenate(audio), np.concatenate(video), skipped
-
-
-def evaluate_retrieval(model: keras.Model, dataset, block_size: int = 4096) -> dict:
-    """Retrieval metrics of a model over a whole dataset, in both directions.
-
-    Every usable clip of the dataset is a query and an item (the candidate set is
-    the dataset, as in AVLnet's YouCook2 evaluation), so the dataset should be the
-    fixed evaluation split, neither shuffled nor repeated.
-
-    Args:
-      model: an AVLnet model.
-      dataset: finite iterable of input dicts (e.g. a batched `tf.data.Dataset`).
-      block_size: queries per block of the rank computation.
-
-    Returns:
-      A flat dict ready for logging: "a2v_r1", "a2v_r5", "a2v_r10",
-      "a2v_median_rank", "a2v_mean_rank", the same with "v2a_", "num_clips" and
-      "num_skipped".
-
-    Raises:
-      ValueError: no usable clip in the dataset.
-    """
-    audio, video, skipped = embed_dataset(model, dataset)
-    if audio.shape[0] == 0:
-        raise ValueError(f"no usable clip in the evaluation dataset ({skipped} skipped).")
-    result = {}
-    for direction, values in both_directions(audio, video, block_size).items():
-        for key, value in values.items():
-            if key != "num_queries":
-                result[f"{direction}_{key}"] = value
-    result["num_clips"] = int(audio.shape[0])
-    result["num_skipped"] = skipped
-    return result
-
-
-class RetrievalEvaluation(keras.callbacks.Callback):
-    """Adds retrieval metrics of a validation dataset to the epoch logs.
-
-    Place it before `keras.callbacks.TensorBoard` (and any checkpoint or early
-    stopping callback that monitors these keys) in the callback list: callbacks
-    see the logs in list order.
-    """
-
-    def __init__(self, dataset, prefix: str = "val_", every_n_epochs: int = 1, block_size: int = 4096):
-        """Initializes the callback.
-
-        Args:
-          dataset: the finite, unshuffled validation dataset of input dicts.
-          prefix: prefix of the log keys (e.g. "val_a2v_r1").
-          every_n_epochs: evaluate after every n-th epoch (and never in between).
-          block_size: queries per block of the rank computation.
-
-        Raises:
-          ValueError: a non-positive `every_n_epochs`.
-        """
-        super().__init__()
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs <= 0:
-            raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}.")
-        self.dataset = dataset
-        self.prefix = prefix
-        self.every_n_epochs = every_n_epochs
-        self.block_size = block_size
-
-    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None):
-        if (epoch + 1) % self.every_n_epochs:
-            return
-        result = evaluate_retrieval(self.model, self.dataset, self.block_size)
-        logging.info(
-            "epoch %d retrieval: A->V R@1 %.4f R@5 %.4f R@10 %.4f MedR %.1f | V->A R@1 %.4f R@5 %.4f R@10 %.4f MedR %.1f",
-            epoch + 1,
-            result["a2v_r1"],
-            result["a2v_r5"],
-            result["a2v_r10"],
-            result["a2v_median_rank"],
-            result["v2a_r1"],
-            result["v2a_r5"],
-            result["v2a_r10"],
-            result["v2a_median_rank"],
-        )
-        if logs is not None:
-            logs.update({f"{self.prefix}{key}": value for key, value in result.items()})

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional
+from typing import Mapping
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -128,8 +127,8 @@ class AVLnet(keras.Model):
       video_embedding: [B, embedding_dim].
       valid: [B] float32, 1 when the pair is usable (audio present, >= 1 valid audio
         frame and visual step, no NaN/Inf in its valid inputs). Embeddings of
-        unusable pairs are finite but meaningless; the loss and
-        `evaluate_retrieval` skip them.
+        unusable pairs are finite but meaningless; the loss and the
+        evaluation (`trainer.retrieval.task.embed`) skip them.
 
     The model is a `keras.Model` subclass only for `compute_loss`: the MMS loss
     contrasts every clip of the batch against the others, so it needs no labels and
@@ -261,48 +260,3 @@ def audio_encoder_model(model: AVLnet) -> keras.Model:
         outputs={FRAME_EMBEDDINGS: frames, FRAME_MASK: frame_mask, POOLED_EMBEDDING: embedding},
         name="avlnet_audio_encoder",
     )
-
-
-def validate_clip(
-    cfg: RetrievalModelConfig,
-    audio: np.ndarray,
-    visual_2d: np.ndarray,
-    visual_3d: Optional[np.ndarray] = None,
-) -> None:
-    """Checks one clip before it becomes a training or evaluation example.
-
-    For the input pipeline (a failure is a dead-letter record with this reason):
-    the graph tolerates all of these cases, but silently, by masking the clip out.
-
-    Args:
-      cfg: the model config.
-      audio: [T, num_mel_bins] log-Mel frames of the clip (before padding).
-      visual_2d: [T_v, visual_2d_dim] 2D features of the clip.
-      visual_3d: [T_v3, visual_3d_dim] 3D features (required when `cfg.use_3d`).
-
-    Raises:
-      ValueError: naming the problem: a wrong shape, fewer audio frames than the
-        encoder's total stride (16 frames = 0.16 s: shorter audio yields a single,
-        mostly padded output frame), no visual step, or NaN/Inf values.
-    """
-    audio = np.asarray(audio)
-    if audio.ndim != 2 or audio.shape[1] != cfg.num_mel_bins:
-        raise ValueError(f"audio must be [frames, {cfg.num_mel_bins}] log-Mel frames, got shape {audio.shape}.")
-    if audio.shape[0] < cfg.total_stride:
-        raise ValueError(
-            f"audio has {audio.shape[0]} frames; ResDAVEnet needs at least {cfg.total_stride} "
-            "(its total time stride) to produce one full output frame."
-        )
-    if not np.all(np.isfinite(audio)):
-        raise ValueError(f"audio holds {int(np.sum(~np.isfinite(audio)))} NaN/Inf values.")
-    streams = {VISUAL_2D: (visual_2d, cfg.visual_2d_dim)}
-    if cfg.use_3d:
-        if visual_3d is None:
-            raise ValueError("visual_3d is required when use_3d is True.")
-        streams[VISUAL_3D] = (visual_3d, cfg.visual_3d_dim)
-    for name, (features, dim) in streams.items():
-        features = np.asarray(features)
-        if features.ndim != 2 or features.shape[1] != dim or features.shape[0] < 1:
-            raise ValueError(f"{name} must be [steps >= 1, {dim}] features, got shape {features.shape}.")
-        if not np.all(np.isfinite(features)):
-            raise ValueError(f"{name} holds {int(np.sum(~np.isfinite(features)))} NaN/Inf values.")

@@ -17,24 +17,49 @@ from trainer.registry import register_task
 from trainer.retrieval import data as data_lib
 from trainer.retrieval import metrics
 from trainer.retrieval import model as model_lib
-
-KS = (1, 5, 10)
+from trainer.retrieval.config import RetrievalConfig
 
 
 def embed(model: keras.Model, ds: tf.data.Dataset):
-    """Audio and video embeddings of every valid clip of a batched (x, meta) dataset."""
+    """Audio and video embeddings, with their metadata, of the usable clips of a batched dataset.
+
+    A clip is usable when the model's `valid` output flags it: it has audio, at
+    least one valid audio frame and visual step, and no NaN/Inf in its inputs.
+    The others are left out, as the loss leaves them out, so every kept clip is
+    both a query and an item.
+
+    Args:
+      model: an AVLnet model.
+      ds: batches of (features, meta) elements, meta holding `data.META_KEYS`.
+
+    Returns:
+      (audio [N, E], video [N, E], meta {key: [N]}) of the N usable clips, in
+      dataset order.
+
+    Raises:
+      RecordsError: the dataset has no clip, or no usable one.
+    """
     audio, video, meta = [], [], {k: [] for k in data_lib.META_KEYS}
+    seen = 0
     for x, m in ds:
         out = model(x, training=False)
-        # Clips without audio or with non-finite features can't be queries or items.
-        keep = np.asarray(out["valid"]) > 0
-        audio.append(np.asarray(out["audio_embedding"])[keep])
-        video.append(np.asarray(out["video_embedding"])[keep])
+        # `valid` is exactly 0.0 or 1.0 (PairValidity casts a bool); > 0 is the
+        # test the loss applies to the same output, so the two agree on every clip.
+        keep = np.asarray(out[model_lib.VALID]) > 0
+        seen += keep.size
+        audio.append(np.asarray(out[model_lib.AUDIO_EMBEDDING])[keep])
+        video.append(np.asarray(out[model_lib.VIDEO_EMBEDDING])[keep])
         for k in meta:
             meta[k].append(m[k].numpy()[keep])
-    if not audio:
+    if not seen:
         raise input_lib.RecordsError("No clips to embed: the split or language filter left nothing.")
-    return np.concatenate(audio), np.concatenate(video), {k: np.concatenate(v) for k, v in meta.items()}
+    audio, video = np.concatenate(audio), np.concatenate(video)
+    if not len(audio):
+        raise input_lib.RecordsError(
+            f"None of the {seen} clips is usable (each lacks audio or visual steps, or holds NaN/Inf): "
+            "check the records' audio_present flags and features."
+        )
+    return audio, video, {k: np.concatenate(v) for k, v in meta.items()}
 
 
 def _flatten(result: dict) -> dict:
@@ -85,20 +110,39 @@ def similarity_image(a: np.ndarray, v: np.ndarray) -> tf.Tensor:
     return tf.image.decode_png(buf.getvalue(), channels=4)[None]
 
 
-@register_task("retrieval")
+@register_task(RetrievalConfig)
 class RetrievalTask(Task):
     """Learn audio↔video embeddings from narrated clips; retrieve in both directions."""
 
     def prepare(self, from_job: bool = False) -> None:
         cfg = self.cfg
-        mcfg = cfg.model.retrieval
+        self.from_job = from_job
         self.info = input_lib.RecordsInfo(cfg.data.records_dir)
-        self.streams = ("visual_2d", "visual_3d") if mcfg.use_3d else ("visual_2d",)
-        self.info.check_streams(self.streams)
+        self.streams = None
+        self.model_cfg = None
+        self._validate_streams(self._streams_of(cfg.model))
+
+    @staticmethod
+    def _streams_of(mcfg) -> tuple:
+        """The visual streams a model config reads (the image mode reads 2D features only)."""
+        return ("visual_2d", "visual_3d") if mcfg.use_3d else ("visual_2d",)
+
+    def _validate_streams(self, streams: tuple) -> None:
+        """Checks and counts every split's records for `streams` (once per set of streams)."""
+        cfg = self.cfg
+        self.info.check_streams(streams)
         self.counts = {}
         for split in (cfg.data.train_split, cfg.data.eval_split, cfg.data.test_split):
-            self.counts[split] = input_lib.validate_records(self.info, split, self.streams, cfg.data.on_bad_record)
+            self.counts[split] = input_lib.validate_records(self.info, split, streams, cfg.data.on_bad_record)
             logging.info("Split %s: %s", split, self.counts[split])
+        self.streams = streams
+
+    def configure(self, cfg=None):
+        self._replace_config(cfg)
+        cfg = self.cfg
+        mcfg = cfg.model
+        if self._streams_of(mcfg) != self.streams:
+            self._validate_streams(self._streams_of(mcfg))
         dims = {"num_mel_bins": self.info.audio_dim, "visual_2d_dim": self.info.stream_dims["visual_2d"]}
         if mcfg.use_3d:
             dims["visual_3d_dim"] = self.info.stream_dims["visual_3d"]
@@ -106,17 +150,17 @@ class RetrievalTask(Task):
             want = getattr(mcfg, name)
             if want and want != have:
                 raise input_lib.RecordsError(
-                    f"model.retrieval.{name}={want} but the records in {cfg.data.records_dir} give {have}; "
+                    f"model.{name}={want} but the records in {cfg.data.records_dir} give {have}; "
                     f"set it to {have} or 0 to take it from the records."
                 )
         self.model_cfg = dataclasses.replace(mcfg, **dims)
         facts = {
             "records_dir": cfg.data.records_dir,
-            "config": {"model.retrieval.use_3d": mcfg.use_3d},
+            "config": {"model.use_3d": mcfg.use_3d},
             "records": records_facts(self.info, self.streams),
-            "model": {f"model.retrieval.{name}": value for name, value in dims.items()},
+            "model": {f"model.{name}": value for name, value in dims.items()},
         }
-        if from_job:
+        if self.from_job:
             self.job_facts(facts)
         else:
             self.record_facts(facts)
@@ -129,15 +173,18 @@ class RetrievalTask(Task):
             clip_source=cfg.data.clip_source,
             window_seconds=cfg.data.window_seconds,
         )
+        return self.model_cfg
 
     def _clips(self, split: str, is_training: bool) -> tf.data.Dataset:
         cfg = self.cfg
-        videos = input_lib.read_split(self.info, cfg.data, split, self.streams, is_training, cfg.train.seed)
+        videos = input_lib.read_split(self.info, cfg.data, split, self.streams)
         if cfg.data.cache:
             videos = videos.cache()
         return videos.flat_map(lambda v: self.parser.clips(v, is_training))
 
     def build_model(self) -> keras.Model:
+        if self.model_cfg is None:
+            self.configure()
         return model_lib.build_model(self.model_cfg)
 
     def compile(self, model, optimizer) -> None:
@@ -160,26 +207,27 @@ class RetrievalTask(Task):
     def monitor(self):
         return "val_r1_mean", "max"
 
+    def _eval_clips(self, split: str) -> tf.data.Dataset:
+        """Batched (features, meta) of every clip of `split`, in order: what `embed` takes."""
+        return self._clips(split, False).batch(self.cfg.train.global_batch_size)
+
+    def embed_split(self, model: keras.Model, split: str):
+        """`embed` over every clip of `split`: (audio [N, E], video [N, E], meta) of its usable clips."""
+        return embed(model, self._eval_clips(split))
+
     def callbacks(self, model, log_dir):
-        val = self._clips(self.cfg.data.eval_split, False).batch(self.cfg.train.global_batch_size)
+        val = self._eval_clips(self.cfg.data.eval_split)
         return [RetrievalMetricsCallback(val, os.path.join(log_dir, "retrieval"), self.cfg.eval.retrieval_block_size)]
 
     def evaluate(self, model, split: str) -> dict:
-        a, v, meta = embed(model, self._clips(split, False).batch(self.cfg.train.global_batch_size))
+        a, v, _ = self.embed_split(model, split)
         bs = self.cfg.eval.retrieval_block_size
         result = {"all": metrics.both_directions(a, v, block_size=bs), "num_clips": int(len(a))}
         result["chance_r1"] = 1.0 / len(a)
         return result
 
-    def export(self, model, export_dir: str):
-        from serving import audio_encoder
-
-        return audio_encoder.export_audio_encoder(
-            model, self.info.audio_config, os.path.join(export_dir, "audio_encoder")
-        )
-
     def format_results(self, result: dict) -> str:
         r = result["all"]
-        head = "".join(f"{d}_R@{k:<8}" for d in ("a2v", "v2a") for k in KS)
-        vals = "".join(f"{r[d][f'r{k}']:<12.3f}" for d in ("a2v", "v2a") for k in KS)
+        head = "".join(f"{d}_R@{k:<8}" for d in ("a2v", "v2a") for k in metrics.RECALL_AT)
+        vals = "".join(f"{r[d][f'r{k}']:<12.3f}" for d in ("a2v", "v2a") for k in metrics.RECALL_AT)
         return f"{head}\n{vals}\n(clips: {result['num_clips']}, chance R@1 {result['chance_r1']:.3f})"
