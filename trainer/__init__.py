@@ -1,1 +1,1 @@
-"""Training, evaluation and export of avalign models."""
+"""Training and evaluation of avalign models: the generic trainer and one package per task (exports live in serving/)."""
