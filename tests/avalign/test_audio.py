@@ -9,30 +9,17 @@ import tensorflow as tf
 from avalign import audio
 from avalign.audio import AudioConfig
 from bench import librosa_reference as audio_reference
+from tests.signals import SR, tones_chirp_noise
 
-SR = 16000
 # Measured max |ours - librosa| is ~2e-4 dB (float32 FFTs on both sides); the bound leaves 50x room.
 DB_TOLERANCE = 0.01
 # MFCCs are ~1e2 in scale; measured max difference ~1e-4 (cepstrum, deltas and delta-deltas alike).
 MFCC_TOLERANCE = 0.005
 
 
-def _test_signal(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
-    """Two tones, a 100 Hz -> 4.6 kHz chirp and white noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    y = (
-        0.3 * np.sin(2 * np.pi * 440 * t)
-        + 0.1 * np.sin(2 * np.pi * 3000 * t)
-        + 0.2 * np.sin(2 * np.pi * (100 + 750 * t) * t)
-        + 0.05 * rng.standard_normal(t.size)
-    )
-    return y.astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def signal() -> np.ndarray:
-    return _test_signal()
+    return tones_chirp_noise()
 
 
 def test_sizes_follow_the_config():
@@ -77,7 +64,7 @@ def test_log_mel_matches_librosa(signal):
     ],
 )
 def test_other_configurations_match_librosa(cfg):
-    y = librosa.resample(_test_signal(2.0), orig_sr=SR, target_sr=cfg.sample_rate).astype(np.float32)
+    y = librosa.resample(tones_chirp_noise(2.0), orig_sr=SR, target_sr=cfg.sample_rate).astype(np.float32)
     reference = audio_reference.log_mel(y, cfg)
     ours = audio.log_mel(tf.constant(y), cfg).numpy()
     assert ours.shape == reference.shape == (audio.num_frames(y.size, cfg), cfg.num_mel_bins)
@@ -182,7 +169,7 @@ def test_saved_model_round_trip(tmp_path, signal):
 def test_numpy_path_equals_graph(seconds):
     # 25 s takes the chunked XLA path: head frames, a full and a partial 2048-frame chunk, tail frames.
     cfg = AudioConfig()
-    y = _test_signal(seconds, seed=1)
+    y = tones_chirp_noise(seconds, seed=1)
     ours = audio.compute_log_mel_numpy(y, cfg)
     assert ours.shape == (audio.num_frames(y.size, cfg), 40)
     np.testing.assert_allclose(ours, audio.log_mel(tf.constant(y), cfg).numpy(), atol=2e-3)
@@ -192,7 +179,7 @@ def test_numpy_path_equals_graph(seconds):
 
 def test_numpy_path_top_db_is_global_across_chunks():
     cfg = AudioConfig(top_db=20.0)
-    y = _test_signal(25.0, seed=2)
+    y = tones_chirp_noise(25.0, seed=2)
     y[: SR * 10] *= 1e-3
     ours = audio.compute_log_mel_numpy(y, cfg)
     np.testing.assert_allclose(ours, audio.log_mel(tf.constant(y), cfg).numpy(), atol=2e-3)
