@@ -24,7 +24,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m apps.demo --out $(DEMO_DIR)
 
-# MALTA vs ABLR vs audio-only over 3 seeds on a 240-video corpus (about 15 min on 2 idle cores):
+# MALTA vs ABLR vs audio-only over 3 seeds on a 240-video corpus (12-15 min on 2 idle cores):
 # the demo's 80 videos leave 11 test videos, too few to tell the models apart.
 study: $(STAMP)
 	$(PY) -m apps.demo --out $(STUDY_DIR) --videos 240 --seeds 3 --epochs 12 --stages corpus,preprocess,localization

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import math
 import os
@@ -407,6 +408,16 @@ def load(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterabl
     else:
         cfg = cls()
     return apply_overrides(cfg, overrides)
+
+
+def digest(cfg: Any) -> str:
+    """sha256 of a config's canonical JSON (sorted keys, no spaces): equal configs give equal digests.
+
+    Artifacts record it beside the config that made them, so two can be told apart
+    or matched without comparing whole configs.
+    """
+    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def save(cfg: Any, path: str | os.PathLike) -> None:

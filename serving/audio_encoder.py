@@ -17,8 +17,6 @@ The waveform path runs the same log-Mel front-end as preprocessing, in-graph.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from typing import Any, Mapping, Optional
 
@@ -116,12 +114,6 @@ def export_audio_encoder(
     return export_base.export(AudioEncoderModule.from_avlnet(model, audio_cfg), base_dir, metadata=metadata)
 
 
-def config_digest(cfg: Any) -> str:
-    """sha256 of a dataclass config's canonical JSON (sorted keys, no spaces): equal configs, equal digests."""
-    text = json.dumps(hyperparams.to_dict(cfg), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def export_after_training(task, model: model_lib.AVLnet, export_root: str) -> list[str]:
     """The trainer's export hook for retrieval (entry point `avalign.exporters`: `retrieval`).
 
@@ -140,7 +132,7 @@ def export_after_training(task, model: model_lib.AVLnet, export_root: str) -> li
     metadata = {
         "task": task.name,
         "job_dir": task.job_dir,
-        "config_sha256": config_digest(task.cfg),
+        "config_sha256": hyperparams.digest(task.cfg),
         "config": hyperparams.to_dict(task.cfg),
     }
     base = os.path.join(export_root, EXPORT_NAME)

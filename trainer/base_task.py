@@ -152,6 +152,11 @@ class Task(abc.ABC):
             )
         with tf.io.gfile.GFile(path) as f:
             job = json.load(f)
+        # Jobs trained before tasks owned their configs named model keys model.<task>.<key>.
+        legacy = f"model.{self.name}."
+        for group in _FACT_GROUPS:
+            facts = job.get(group, {})
+            job[group] = {("model." + k[len(legacy) :] if k.startswith(legacy) else k): v for k, v in facts.items()}
         for group in _FACT_GROUPS:
             have, want = _plain(current.get(group, {})), job.get(group, {})
             keys = [k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]

@@ -120,13 +120,7 @@ class RuntimeConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
-    """Evaluation settings every task shares (a task's eval section adds its own).
-
-    Attributes:
-      num_plot_examples: validation examples drawn to TensorBoard each epoch.
-    """
-
-    num_plot_examples: int = hyperparams.field(4, bounds="[0, inf)")
+    """The evaluation section; every key in it belongs to a task, whose eval config subclasses this one."""
 
     def __post_init__(self):
         hyperparams.validate(self)

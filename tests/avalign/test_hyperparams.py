@@ -255,3 +255,11 @@ def test_trainer_cli_rejects_a_nan_learning_rate_before_any_work(tmp_path, capsy
     assert task.main(argv) == 2
     err = capsys.readouterr().err
     assert str(records) in err and "learning_rate" not in err
+
+
+def test_digest_is_equal_for_equal_configs_and_differs_otherwise():
+    from preprocessing.config import PreprocessConfig
+
+    a, b = PreprocessConfig(), hyperparams.load(PreprocessConfig)
+    assert hyperparams.digest(a) == hyperparams.digest(b) and len(hyperparams.digest(a)) == 64
+    assert hyperparams.digest(hyperparams.apply_overrides(a, ["num_shards=7"])) != hyperparams.digest(a)

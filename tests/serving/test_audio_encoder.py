@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avalign import audio
+from avalign import audio, hyperparams
 from avalign.audio import AudioConfig
 from serving import audio_encoder, export_base
 from trainer.retrieval.config import RetrievalConfig, RetrievalModelConfig
@@ -98,6 +98,6 @@ def test_export_after_training_writes_the_next_version_with_the_job(avlnet, tmp_
     meta = export_base.read_metadata(first[0])["metadata"]
     assert meta["task"] == "retrieval" and meta["job_dir"] == str(tmp_path)
     assert meta["config"]["task"] == "retrieval"
-    assert meta["config_sha256"] == audio_encoder.config_digest(cfg)
+    assert meta["config_sha256"] == hyperparams.digest(cfg)
     other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, embedding_dim=7))
-    assert audio_encoder.config_digest(other) != meta["config_sha256"]
+    assert hyperparams.digest(other) != meta["config_sha256"]

@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 
 from avalign import features, hyperparams
 from tests.conftest import REPO
@@ -111,6 +112,20 @@ def test_eval_uses_the_jobs_vocabulary_and_writes_nothing_into_the_job(malta_job
     assert out["task"].vocabulary == vocabulary
     assert out["eval"]["all"]["miou"] == pytest.approx(trained_eval["all"]["miou"], abs=1e-6)
     assert out["eval"]["num_captions"] == trained_eval["num_captions"]
+
+
+def test_a_job_trained_with_the_older_config_layout_is_evaluated(malta_job, tiny_records):
+    job, trained = malta_job
+    # As a job trained before tasks owned their configs wrote them: model.localization.<key>.
+    facts = json.loads((job / base_task.FACTS_FILE).read_text())
+    for group in ("config", "model"):
+        facts[group] = {k.replace("model.", "model.localization.", 1): v for k, v in facts[group].items()}
+    (job / base_task.FACTS_FILE).write_text(json.dumps(facts))
+    config = yaml.safe_load((job / "config.yaml").read_text())
+    config["model"] = {"localization": config["model"]}
+    (job / "config.yaml").write_text(yaml.safe_dump(config))
+    out = train_lib.run_experiment(load_experiment(str(job / "config.yaml")), str(job), train=False)
+    assert out["eval"]["all"]["miou"] == pytest.approx(trained["eval"]["all"]["miou"], abs=1e-6)
 
 
 def test_an_empty_caption_field_is_named_with_its_split(malta_job, tiny_records, tmp_path):

@@ -133,6 +133,8 @@ class LocalizationEvalConfig(config_lib.EvalConfig):
     """How spans are decoded and scored.
 
     Attributes:
+      num_plot_examples: validation captions whose attention is drawn to
+        TensorBoard each epoch.
       window_seconds: inference over videos longer than this uses overlapping
         windows of this length whose proposals are merged (0: off).
       window_stride_seconds: stride of those windows.
@@ -146,6 +148,7 @@ class LocalizationEvalConfig(config_lib.EvalConfig):
         at this IoU keeps the five best distinct ones.
     """
 
+    num_plot_examples: int = hyperparams.field(4, bounds="[0, inf)")
     window_seconds: float = hyperparams.field(0.0, bounds="[0, inf)")
     window_stride_seconds: float = hyperparams.field(0.0, bounds="[0, inf)")
     span_decoder: Literal["head", "attention"] = "head"
