@@ -385,6 +385,34 @@ def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
     return from_dict(type(cfg), data)
 
 
+def read_mapping(path: str | os.PathLike) -> Mapping[str, Any]:
+    """A YAML config file's top-level mapping (empty for an empty file), read as `load_yaml` reads.
+
+    Local paths are opened directly (no TensorFlow import); `gs://` and other
+    remote paths through `tf.io.gfile`.
+
+    Raises:
+      ConfigError: the file is not valid YAML or its top level is not a mapping.
+      FileNotFoundError: `path` does not exist.
+    """
+    if "://" in str(path):
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(str(path)):
+            raise FileNotFoundError(f"{path}: no such config file.")
+        opened = tf.io.gfile.GFile(str(path))
+    else:
+        opened = open(path, encoding="utf-8")
+    with opened as f:
+        try:
+            data = load_yaml(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}.")
+    return data
+
+
 def load(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> T:
     """Layers code defaults, an optional YAML file and overrides into `cls`.
 
@@ -392,15 +420,8 @@ def load(cls: type[T], path: str | os.PathLike | None = None, overrides: Iterabl
       ConfigError: unknown key, bad value, or a YAML file that is not a mapping.
       FileNotFoundError: `path` does not exist.
     """
-    data: Mapping[str, Any] = {}
     if path:
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = load_yaml(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}.")
+        data = read_mapping(path)
         try:
             cfg = from_dict(cls, data)
         except ConfigError as e:

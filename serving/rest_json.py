@@ -400,6 +400,6 @@ def _output_json(name: str, value: np.ndarray) -> Any:
             except UnicodeDecodeError:
                 # TF Serving would write these bytes raw, which is not valid JSON; b64 is what a client can read.
                 pass
-        return {"b64": base64.b64encode(b).decode("ascii")}
+        return to_json_value(b)
 
     return _map_leaves(value.tolist(), leaf)

@@ -11,8 +11,6 @@ import dataclasses
 import logging
 from typing import Any, Iterable, Literal, Mapping, Optional
 
-import yaml
-
 from avalign import hyperparams
 
 
@@ -192,20 +190,8 @@ def load_experiment(path: Optional[str] = None, overrides: Iterable[str] = ()) -
     from trainer import registry
 
     overrides = list(overrides)
-    data: dict = {}
     where = path or "--set"
-    if path:
-        import tensorflow as tf
-
-        if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{path}: no such config file.")
-        with tf.io.gfile.GFile(path) as f:
-            try:
-                data = hyperparams.load_yaml(f) or {}
-            except yaml.YAMLError as e:
-                raise hyperparams.ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(data, Mapping):
-            raise hyperparams.ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}.")
+    data = dict(hyperparams.read_mapping(path)) if path else {}
     task = _task_of(data, overrides, where)
     cls = registry.get_config_class(task)
     data = _unwrap_task_model(dict(data, task=task), task, where)

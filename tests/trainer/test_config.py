@@ -100,3 +100,14 @@ def test_a_new_model_config_takes_effect_on_a_task_prepared_once(tiny_records, t
     assert x["video"].shape[1] == 8  # the input pipeline follows the new config too
     with pytest.raises(hyperparams.ConfigError, match="not the task or data section"):
         task.configure(hyperparams.apply_overrides(cfg, ["data.caption_field=text"]))
+
+
+def test_a_config_on_a_remote_filesystem_is_read_through_gfile():
+    import tensorflow as tf
+
+    path = "ram://configs/remote.yaml"
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write("task: retrieval\nmodel:\n  embedding_dim: 48\n")
+    assert load_experiment(path).model.embedding_dim == 48
+    with pytest.raises(FileNotFoundError, match="ram://configs/missing.yaml"):
+        load_experiment("ram://configs/missing.yaml")
