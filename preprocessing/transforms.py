@@ -21,6 +21,7 @@ from preprocessing.records import SPLITS, Caption, Rejected, VideoAnnotation
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from preprocessing.extract import Stream
     from preprocessing.media import DecodedMedia
 
 REJECTED = "rejected"
@@ -135,14 +136,6 @@ class _Refusal(Exception):
         self.reason = reason
 
 
-class _Stream(NamedTuple):
-    """One feature stream of a video, stored beside its log-Mel frames."""
-
-    matrix: np.ndarray
-    rate: float
-    extractor: str
-
-
 class ExtractFeaturesFn(beam.DoFn):
     """Decodes one video and computes its audio and visual features.
 
@@ -153,31 +146,13 @@ class ExtractFeaturesFn(beam.DoFn):
     def __init__(self, cfg: PreprocessConfig, videos_dir: str):
         self._cfg = cfg
         self._videos_dir = videos_dir
-        self._extractors = {}
-        self._imported = {}
-        self._stream_cfgs = {"visual_2d": cfg.visual.stream_2d, "visual_3d": cfg.visual.stream_3d}
+        self._extractor = None
 
     def setup(self):
-        from preprocessing import imported, visual
+        from preprocessing import extract
 
-        imports = {"visual_2d": self._cfg.imported_2d, "visual_3d": self._cfg.imported_3d}
-        for name, stream_cfg in self._stream_cfgs.items():
-            imported_cfg = imports[name]
-            if imported_cfg.kind == "npy":
-                self._imported[name] = imported.NpyFeatureSource(imported_cfg.path, imported_cfg.rate)
-            elif imported_cfg.kind == "hdf5":
-                key = imported_cfg.dataset_key or None
-                self._imported[name] = imported.Hdf5FeatureSource(imported_cfg.path, imported_cfg.rate, key)
-            elif stream_cfg.extractor:
-                self._extractors[name] = visual.get_extractor(stream_cfg)
-        self._audio_embedding = None
-        if self._cfg.audio_embedding.handle:
-            from preprocessing import audio_embedding
-
-            emb = self._cfg.audio_embedding
-            self._audio_embedding = audio_embedding.HubAudioEmbedding(
-                emb.handle, emb.key(), emb.hop_seconds, self._cfg.audio.sample_rate
-            )
+        # The per-video work is MediaFeatureExtractor's, which serving runs on a user's file too.
+        self._extractor = extract.MediaFeatureExtractor(self._cfg)
         self._good = Metrics.counter(NAMESPACE, "videos_written")
         self._seconds = Metrics.counter(NAMESPACE, "seconds_of_media")
         self._no_audio = Metrics.counter(NAMESPACE, "videos_without_audio")
@@ -197,8 +172,7 @@ class ExtractFeaturesFn(beam.DoFn):
             yield _rejected(ann.video_id, "CheckCaptions", "no usable caption left")
             return
         try:
-            logmel = self._audio_features(decoded)
-            streams = self._feature_streams(ann.video_id, decoded, duration)
+            logmel, streams = self._extractor.features(decoded, duration, ann.video_id)
             example = self._example(ann, duration, kept, logmel, decoded.audio_present, streams)
         except (ValueError, KeyError, OSError) as e:
             yield _rejected(path, "ExtractFeatures", str(e))
@@ -232,35 +206,14 @@ class ExtractFeaturesFn(beam.DoFn):
           _Refusal: at DecodeVideo, naming the file, when it cannot be decoded,
             has no video stream that an extractor needs, or lasts no time.
         """
-        from preprocessing import media
+        from preprocessing import extract, media
 
-        cfg = self._cfg
-        need_frames = bool(self._extractors)
-        if need_frames and media.is_audio_file(path):
-            raise _Refusal(path, "DecodeVideo", self._no_video_reason())
         try:
-            decoded = media.decode_media(
-                path,
-                sample_rate=cfg.audio.sample_rate,
-                frame_rate=cfg.decode_frame_rate if need_frames else None,
-                max_side=cfg.max_side or None,
-            )
-        except media.NoVideoStreamError as e:
-            raise _Refusal(path, "DecodeVideo", self._no_video_reason()) from e
+            return self._extractor.decode(path)
+        except (media.NoVideoStreamError, extract.EmptyMediaError) as e:
+            raise _Refusal(path, "DecodeVideo", e.reason) from e
         except (media.MediaError, OSError) as e:
             raise _Refusal(path, "DecodeVideo", str(e)) from e
-        duration = float(decoded.duration)
-        if not duration > 0:
-            raise _Refusal(path, "DecodeVideo", f"decoded duration is {duration}")
-        return decoded, duration
-
-    def _no_video_reason(self) -> str:
-        streams = ", ".join(f"{s} ({self._stream_cfgs[s].extractor})" for s in sorted(self._extractors))
-        return (
-            f"no video stream; this job needs visual features, extracted from frames for {streams}. "
-            "Give this video's visual features as imported ones (imported_2d / imported_3d), "
-            "or set those streams' extractor to '' to write audio-only records"
-        )
 
     def _check_captions(
         self, ann: VideoAnnotation, duration: float
@@ -277,34 +230,6 @@ class ExtractFeaturesFn(beam.DoFn):
         ]
         return kept, refusals
 
-    def _audio_features(self, decoded: DecodedMedia) -> np.ndarray:
-        """The log-Mel frames of the waveform (silence when the media has no audio)."""
-        from avalign import audio
-
-        return audio.compute_log_mel_numpy(decoded.waveform, self._cfg.audio)
-
-    def _feature_streams(self, video_id: str, decoded: DecodedMedia, duration: float) -> dict[str, _Stream]:
-        """The streams stored beside the log-Mel frames: visual ones and the hub audio embedding.
-
-        The order is extracted visual streams, the audio embedding, imported
-        visual streams: a record's features are serialized in this order, so
-        it must not change for records to stay byte-identical across runs.
-        """
-        from preprocessing import imported
-
-        streams = {}
-        for name, extractor in self._extractors.items():
-            matrix = extractor.extract(decoded.frames, decoded.frame_rate, duration)
-            streams[name] = _Stream(matrix, self._stream_cfgs[name].rate, f"{extractor.name}:{extractor.version}")
-        if self._audio_embedding is not None:
-            matrix, rate = self._audio_embedding(decoded.waveform)
-            streams[features.AUDIO_EMBEDDING] = _Stream(matrix, rate, f"hub:{self._cfg.audio_embedding.handle}")
-        for name, source in self._imported.items():
-            rate = self._stream_cfgs[name].rate
-            matrix = imported.resample_features(source.load(video_id), source.rate, rate, duration)
-            streams[name] = _Stream(matrix, rate, f"imported:{source.version}")
-        return streams
-
     def _example(
         self,
         ann: VideoAnnotation,
@@ -312,7 +237,7 @@ class ExtractFeaturesFn(beam.DoFn):
         captions: list[Caption],
         logmel: np.ndarray,
         audio_present: bool,
-        streams: dict[str, _Stream],
+        streams: dict[str, Stream],
     ) -> tf.train.Example:
         """The video's tf.train.Example (raises ValueError for values it cannot store)."""
         record = features.VideoFeatures(
