@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from avalign import features
-from trainer.localization import losses
+from trainer.localization import decoding, losses
 
 # Names of the per-caption tensors that are not model inputs, kept for evaluation.
 META_KEYS = ("video_id", "language", "duration", "start", "end", "audio_dependent")
@@ -64,9 +64,8 @@ def window_starts(duration: float, window: float, stride: float) -> np.ndarray:
 def merge_windows(starts, window: float, spans, attention, duration: float):
     """Merges one caption's per-window predictions into one span over the whole video.
 
-    Each window's proposal is scored by the attention mass (mean of the video
-    and audio channels) its model put inside the proposed span: a window that
-    holds the event concentrates attention there, one that does not spreads it.
+    Each window's proposal is scored by the attention mass its model put
+    inside the proposed span (`decoding.span_mass`).
 
     Args:
       starts: [K] window starts, seconds.
@@ -79,12 +78,7 @@ def merge_windows(starts, window: float, spans, attention, duration: float):
       (span normalized to the whole video [2], score, index of the chosen window).
     """
     spans = np.asarray(spans, np.float64)
-    attention = np.asarray(attention, np.float64).mean(-1)
-    m = attention.shape[1]
-    idx = np.arange(m)
-    lo = np.floor(spans[:, :1] * m)
-    hi = np.maximum(np.ceil(spans[:, 1:] * m), lo + 1)
-    scores = (attention * ((idx >= lo) & (idx < hi))).sum(1)
+    scores = decoding.span_mass(np.asarray(attention, np.float64), spans).numpy()
     best = int(np.argmax(scores))
     absolute = np.asarray(starts, np.float64)[best] + spans[best] * min(window, duration)
     return np.clip(absolute / duration, 0.0, 1.0), float(scores[best]), best

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from trainer.localization import decoding
+
 DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5, 0.7)
 
 
@@ -285,37 +287,11 @@ class MeanIoU(_SpanMetric):
         self._accumulate(_keras_iou(y_true, y_pred), sample_weight)
 
 
-def _fused_attention(attention, threshold: float) -> np.ndarray:
-    """The [N, M] weights `attention_to_span` reads spans from (see there)."""
-    att = np.asarray(attention, np.float64)
-    if att.ndim == 3:
-        att = np.sqrt(np.clip(att[..., 0], 0.0, None) * np.clip(att[..., 1], 0.0, None))
-    if att.ndim != 2 or not 0.0 < threshold <= 1.0:
-        raise ValueError(f"attention must be [N, M(, 2)] and threshold in (0, 1]; got {att.shape}, {threshold}.")
-    return att
-
-
-def _run_around(weights: np.ndarray, peak: int, threshold: float) -> tuple[int, int]:
-    """First and last segment of the run around `peak` whose weights are >= threshold × its weight."""
-    keep = weights >= threshold * weights[peak]
-    lo, hi = peak, peak
-    while lo > 0 and keep[lo - 1]:
-        lo -= 1
-    while hi < len(weights) - 1 and keep[hi + 1]:
-        hi += 1
-    return lo, hi
-
-
 def attention_to_span(attention, threshold: float = 0.3) -> np.ndarray:
-    """Spans read off attention weights: the contiguous run around the peak.
+    """Spans read off attention weights: the contiguous run around the fused weights' peak.
 
-    The fused weight of a segment is the geometric mean of its video and
-    audio attention, sqrt(a_V · a_A): the product is what eq. 2 calibrates on
-    the ground-truth segments, and a segment only one modality attends to
-    gets little weight (single-modality models repeat one attention in both
-    channels, so theirs is that attention). The span is the run of segments
-    around the peak whose fused weight is at least `threshold` × the peak's;
-    no learned regression is involved.
+    See `decoding.attention_span`, which this runs on numpy inputs (the
+    serving signatures run the same code in their graph).
 
     Args:
       attention: [N, M, 2] or [N, M] weights.
@@ -324,29 +300,20 @@ def attention_to_span(attention, threshold: float = 0.3) -> np.ndarray:
     Returns:
       [N, 2] normalized (start, end), on the segment grid.
     """
-    att = _fused_attention(attention, threshold)
-    n, m = att.shape
-    spans = np.zeros((n, 2))
-    for i in range(n):
-        lo, hi = _run_around(att[i], int(np.argmax(att[i])), threshold)
-        spans[i] = (lo / m, (hi + 1) / m)
-    return spans
+    return decoding.attention_span(np.asarray(attention), threshold).numpy()
 
 
-PROPOSAL_THRESHOLDS = (0.1, 0.5, 0.7)
+PROPOSAL_THRESHOLDS = decoding.PROPOSAL_THRESHOLDS
 
 
 def attention_proposals(
     attention, threshold: float = 0.3, extra_thresholds: Sequence[float] = PROPOSAL_THRESHOLDS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ranked span proposals from attention weights, for R@k with temporal NMS.
+    """Ranked span proposals from attention weights (`decoding.attention_proposals` on numpy inputs).
 
-    Every local maximum of the fused weights (see `attention_to_span`) gives
-    one run around it per threshold (`threshold`, then `extra_thresholds`,
-    as fractions of that maximum). Proposals are ranked by their peak's
-    weight, and a peak's `threshold` run before its other runs; so the best
-    proposal is always `attention_to_span(attention, threshold)`'s span, and
-    R@1 from these proposals equals that decoder's R@1.
+    Every local maximum of the fused weights gives one run around it per
+    threshold (`threshold`, then `extra_thresholds`, as fractions of that
+    maximum), best first; the best proposal is `attention_to_span`'s span.
 
     Args:
       attention: [N, M, 2] or [N, M] weights.
@@ -358,35 +325,6 @@ def attention_proposals(
       captions with fewer than K proposals are padded with empty (0, 0) spans
       scored -inf.
     """
-    att = _fused_attention(attention, threshold)
-    fractions = [threshold] + [t for t in extra_thresholds if t != threshold]
-    if any(not 0.0 < t <= 1.0 for t in fractions):
-        raise ValueError(f"extra_thresholds must lie in (0, 1], got {tuple(extra_thresholds)}.")
-    n, m = att.shape
-    rows = []
-    for i in range(n):
-        w = att[i]
-        left = np.concatenate([[-np.inf], w[:-1]])
-        right = np.concatenate([w[1:], [-np.inf]])
-        # Local maxima, on a plateau its first segment; highest first, so the first
-        # is np.argmax's (the first of the highest), the peak attention_to_span uses.
-        peaks = np.flatnonzero((w > left) & (w >= right))
-        if peaks.size == 0:  # only when weights are NaN
-            peaks = np.array([int(np.argmax(w))])
-        peaks = peaks[np.argsort(-w[peaks], kind="stable")]
-        top = max(float(w[peaks[0]]), 1e-12)
-        props, scores = [], []
-        for rank, p in enumerate(peaks):
-            for order, fraction in enumerate(fractions):
-                lo, hi = _run_around(w, int(p), fraction)
-                props.append((lo / m, (hi + 1) / m))
-                # The peak's weight orders peaks; order within a peak breaks ties.
-                scores.append(float(w[p]) / top - 1e-6 * (rank * len(fractions) + order))
-        rows.append((props, scores))
-    k = max(len(p) for p, _ in rows) if rows else 0
-    proposals = np.zeros((n, k, 2))
-    scores = np.full((n, k), -np.inf)
-    for i, (props, sc) in enumerate(rows):
-        proposals[i, : len(props)] = props
-        scores[i, : len(sc)] = sc
-    return proposals, scores
+    proposals, scores, counts = decoding.attention_proposals(np.asarray(attention), threshold, extra_thresholds)
+    k = int(np.max(counts.numpy())) if counts.shape[0] else 0
+    return proposals.numpy()[:, :k], scores.numpy()[:, :k]

@@ -16,7 +16,7 @@ from trainer import checkpointing, distribute
 from trainer import input as input_lib
 from trainer.base_task import Task, records_facts
 from trainer.localization import data as data_lib
-from trainer.localization import metrics, text
+from trainer.localization import decoding, metrics, text
 from trainer.localization import model as model_lib
 from trainer.localization.config import LocalizationConfig
 from trainer.registry import register_task
@@ -372,18 +372,20 @@ class LocalizationTask(Task):
             pred = self.decode(head, attention)
             others = {d: self.decode(head, attention, d) for d in ("head", "attention")}
             if self.cfg.eval.span_decoder == "attention":
-                proposals = metrics.attention_proposals(attention, self.cfg.eval.attention_threshold)
+                # The R@5 decoder the serving signatures run: the attention's peaks, each with
+                # runs at several thresholds, after temporal NMS.
+                proposals = [
+                    t.numpy()
+                    for t in decoding.top_k_proposals(
+                        attention, 5, self.cfg.eval.attention_threshold, self.cfg.eval.nms_iou
+                    )
+                ]
         m = self.model_cfg.num_segments
 
         def subset(sel):
             result = metrics.evaluate_spans(pred[sel], truth[sel], m)
             if proposals is not None:
-                # R@5: the attention's peaks, each with runs at several thresholds, after temporal NMS.
-                result.update(
-                    metrics.recall_at_k_iou(
-                        proposals[0][sel], proposals[1][sel], truth[sel], k=5, nms_threshold=self.cfg.eval.nms_iou
-                    )
-                )
+                result.update(metrics.recall_at_k_iou(proposals[0][sel], proposals[1][sel], truth[sel], k=5))
             return result
 
         everything = np.ones(len(pred), bool)
