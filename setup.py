@@ -15,6 +15,7 @@ ROLES = {
     "corpus": ["av", "soundfile", "espeakng-loader", "tqdm"],
     "train": ["keras", "tensorflow-hub", "tf-keras", "tensorboard", "keras-tuner", "matplotlib", "h5py"],
     "kfp": ["kfp"],
+    "serving": ["tensorflow-serving-api"],
 }
 
 
@@ -63,5 +64,10 @@ setuptools.setup(
     extras_require=EXTRAS,
     # What a finished training run exports (trainer/exporters.py): found by entry
     # point, so that the trainer never imports the serving layer.
-    entry_points={"avalign.exporters": ["retrieval = serving.audio_encoder:export_after_training"]},
+    entry_points={
+        "avalign.exporters": [
+            "localization = serving.export:export_after_training",
+            "retrieval = serving.export:export_after_training",
+        ]
+    },
 )

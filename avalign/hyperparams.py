@@ -441,6 +441,11 @@ def digest(cfg: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML text, as `save` writes it."""
+    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False)
+
+
 def save(cfg: Any, path: str | os.PathLike) -> None:
     """Writes the resolved config as YAML (the record of what made an artifact), atomically."""
-    fileio.write_text(str(path), yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False))
+    fileio.write_text(str(path), to_yaml(cfg))

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import uuid
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -62,6 +62,11 @@ class ExportModule(tf.Module, metaclass=abc.ABCMeta):
     ):
         super().__init__(name=name)
         self.model = model
+        # A Keras 3 variable wraps a tf.Variable that tf.saved_model.save reaches only
+        # through the wrapper, and TF1-style loaders (TF Serving's, `saved_model_cli
+        # run`) then restore none of them ("Could not find variable"): track the
+        # tf.Variables themselves, as keras.export.ExportArchive does.
+        self._tf_variables = [getattr(v, "value", v) for v in getattr(model, "variables", [])]
         self.preprocessor = preprocessor
         self.postprocessor = postprocessor
         # Kept as text, not a dict: tf.Module would wrap a dict for tracking, and
@@ -128,11 +133,29 @@ class ExportModule(tf.Module, metaclass=abc.ABCMeta):
         return signatures
 
 
+def after_checks(checks: Sequence[Optional[tf.Operation]], *tensors: tf.Tensor):
+    """`tensors`, computed only once every check (a `tf.debugging.assert_*` op) has passed.
+
+    Inside a `tf.function` an assertion runs, but nothing orders it before the
+    ops that use the inputs it checks; an input it refuses could then fail in
+    one of those ops first, with a message that names no input. A signature
+    passes its inputs through this so that its own messages are the ones a
+    client sees.
+
+    Returns:
+      The tensor (one given) or a list of them, as identities that depend on the checks.
+    """
+    with tf.control_dependencies([c for c in checks if c is not None]):
+        out = [tf.identity(t) for t in tensors]
+    return out[0] if len(out) == 1 else out
+
+
 def export(
     module: ExportModule,
     export_base: str,
     function_keys: Optional[Mapping[str, str]] = None,
     metadata: Optional[Mapping[str, Any]] = None,
+    assets: Optional[Mapping[str, bytes | str]] = None,
 ) -> str:
     """Writes `module` as a SavedModel into `<export_base>/<next integer version>/`.
 
@@ -162,6 +185,9 @@ def export(
         job's config digest), recorded in `assets.extra/avalign.json` beside
         what the export itself records (module, params, signatures with their
         input and output names, dtypes and shapes).
+      assets: file name -> content of further files for `assets.extra/` (e.g.
+        the job's config, `tf_serving_warmup_requests`), written before the
+        version is published.
 
     Returns:
       The version directory written.
@@ -175,6 +201,10 @@ def export(
     # Both checked before anything is written.
     signatures = module.get_inference_signatures(function_keys)
     metadata = json.loads(json.dumps(dict(metadata or {})))
+    assets = dict(assets or {})
+    for name in assets:
+        if name == METADATA_FILE or not name or os.path.basename(name) != name:
+            raise ValueError(f"assets: {name!r} is not a plain file name for {METADATA_DIR}/ (nor {METADATA_FILE}).")
     tf.io.gfile.makedirs(export_base)
     partial = os.path.join(export_base, f"{fileio.PARTIAL_PREFIX}{uuid.uuid4().hex}")
     try:
@@ -183,6 +213,9 @@ def export(
         tf.io.gfile.makedirs(os.path.join(partial, METADATA_DIR))
         with tf.io.gfile.GFile(os.path.join(partial, METADATA_DIR, METADATA_FILE), "w") as f:
             f.write(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        for name, content in sorted(assets.items()):
+            with tf.io.gfile.GFile(os.path.join(partial, METADATA_DIR, name), "wb") as f:
+                f.write(content.encode("utf-8") if isinstance(content, str) else content)
         path = _publish(partial, export_base)
     except BaseException:
         # Also on KeyboardInterrupt: nothing half-written stays behind when we can help it.

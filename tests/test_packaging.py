@@ -26,6 +26,7 @@ DISTRIBUTION = {
     "tqdm": "tqdm",
     "matplotlib": "matplotlib",
     "kfp": "kfp",
+    "tensorflow_serving": "tensorflow-serving-api",
     "librosa": "librosa",
     "scipy": "librosa",
 }
@@ -36,7 +37,8 @@ LAYER_ROLES = {
     "preprocessing": ("core", "beam"),
     "corpus": ("core", "corpus"),
     "trainer": ("core", "train"),
-    "serving": ("core", "train"),
+    # The predictor decodes videos as the Beam job does, and batch prediction is a Beam job.
+    "serving": ("core", "train", "beam", "serving"),
     "apps": ("core", "all"),
     "bench": ("core", "dev"),
 }

@@ -125,6 +125,34 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class ExportConfig:
+    """What a finished training run exports for serving (by the task's registered exporters).
+
+    Attributes:
+      enabled: export when training finishes.
+      export_base: the directory of served models (local or gs://); each model
+        is written to `<export_base>/<model_name>/<next integer version>/`.
+        '' is `<job_dir>/export`.
+      model_name: the model's name under `export_base` (TF Serving's model
+        name); '' is the task's own ('localizer', 'retriever').
+      warmup_requests: TF Serving warmup requests written into the export's
+        `assets.extra/` (0: none; TF Serving reads at most 1000).
+    """
+
+    enabled: bool = True
+    export_base: str = ""
+    model_name: str = ""
+    warmup_requests: int = hyperparams.field(8, bounds="[0, 1000]")
+
+    def __post_init__(self):
+        hyperparams.validate(self)
+        if self.model_name and (self.model_name.strip() != self.model_name or "/" in self.model_name):
+            raise ValueError(
+                f"export.model_name must be a plain name (no '/', no spaces at the ends), got {self.model_name!r}."
+            )
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     """A whole experiment; each task subclasses it with its own `data`, `model` and `eval` sections.
 
@@ -135,6 +163,7 @@ class ExperimentConfig:
       train: optimization.
       runtime: strategy and precision.
       eval: evaluation.
+      export: what training exports for serving.
     """
 
     task: str = ""
@@ -143,6 +172,7 @@ class ExperimentConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
 
 # The task of a config file that names none.

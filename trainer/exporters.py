@@ -2,7 +2,7 @@
 
 A package registers an exporter for a task in its `setup.py`:
 
-    entry_points={"avalign.exporters": ["retrieval = serving.audio_encoder:export_after_training"]}
+    entry_points={"avalign.exporters": ["retrieval = serving.export:export_after_training"]}
 
 An exporter is `export(task, model, export_root) -> list of paths written`,
 called on the chief with the trained task (best weights loaded) once training

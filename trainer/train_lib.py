@@ -325,7 +325,9 @@ def evaluate_and_export(task: base_task.Task, model: keras.Model, evaluate: bool
     """Step 6: test metrics into eval/<split>.json; after training, the task's exports and done.json.
 
     Exports come from the exporters registered for the task (`exporters.for_task`),
-    so the trainer never imports the serving layer.
+    so the trainer never imports the serving layer; `export.enabled` turns
+    them off and `export.export_base` is where they write (default
+    `<job_dir>/export`).
 
     Returns:
       Dict with 'eval' (when evaluated) and 'export' (paths written, after training).
@@ -333,11 +335,12 @@ def evaluate_and_export(task: base_task.Task, model: keras.Model, evaluate: bool
     cfg, job_dir = task.cfg, task.job_dir
     out: dict = {}
     if fit_result is not None and distribute.is_chief():
-        out["export"] = [
-            path
-            for export in exporters.for_task(task.name)
-            for path in export(task, model, os.path.join(job_dir, "export"))
-        ]
+        export_root = cfg.export.export_base or os.path.join(job_dir, "export")
+        out["export"] = (
+            [path for export in exporters.for_task(task.name) for path in export(task, model, export_root)]
+            if cfg.export.enabled
+            else []
+        )
         monitor, _ = task.monitor
         state = fit_result["state"]
         checkpointing.write_done(
