@@ -15,6 +15,10 @@ spans are merged by the attention mass each window's model put inside its
 span (`trainer.localization.data.merge_windows`), and the proposals of all
 windows are ranked together after temporal NMS.
 
+Retrieval: `--audio query.wav --videos DIR` ranks the videos in DIR by the
+spoken query, and `--video my.mp4 --clips DIR` ranks spoken clips by the
+video (`serving.retrieve`, with a retrieval export as `--model`).
+
 `--url http://HOST:8501` sends the model calls to a TF Serving endpoint
 serving the same export (by `--model-name`, default the export's) instead of
 loading it; the export dir is still read for its preprocessing config.
@@ -100,7 +104,48 @@ class LocalizationResult:
         }
 
 
-def _local_runner(export_dir: str) -> Callable:
+def resolve_export(path: str) -> str:
+    """The version dir of `path`: itself when it holds a SavedModel, else its latest integer version.
+
+    Raises:
+      PredictError: neither.
+    """
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    try:
+        return export_util.latest_version_dir(path)
+    except FileNotFoundError as e:
+        raise PredictError(f"{path}: neither a SavedModel nor a base of versions ({e})") from None
+
+
+def read_preprocess(export_dir: str, streams: Sequence[str]):
+    """(records schema, PreprocessConfig) an export's records were made with, to extract the same features.
+
+    Raises:
+      PredictError: one of the model's visual `streams` was imported from
+        feature files, which cannot be computed from a new video.
+    """
+    from preprocessing.config import PreprocessConfig
+
+    with tf.io.gfile.GFile(os.path.join(export_dir, export_base.METADATA_DIR, SCHEMA_ASSET)) as f:
+        schema = json.load(f)
+    preprocess = hyperparams.from_dict(PreprocessConfig, schema["config"])
+    imported = [s for s in streams if getattr(preprocess, f"imported_{s[-2:]}").kind]
+    if imported:
+        raise PredictError(
+            f"{export_dir}: the model's visual streams {imported} were imported from feature files when its "
+            "records were made; features can only be computed here from what a video holds."
+        )
+    return schema, preprocess
+
+
+def runner(export_dir: str, metadata: Mapping, url: Optional[str] = None, model_name: Optional[str] = None) -> Callable:
+    """A function (signature, inputs) -> outputs by name: the loaded export's, or a TF Serving endpoint's.
+
+    With `url`, the served model is `model_name`, else the name the export was written under.
+    """
+    if url:
+        return _rest_runner(url, model_name or metadata.get("metadata", {}).get("model_name") or "", metadata)
     loaded = tf.saved_model.load(export_dir)
 
     def run(signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -110,13 +155,21 @@ def _local_runner(export_dir: str) -> Callable:
     return run
 
 
-def _rest_runner(url: str, model_name: str) -> Callable:
+def _rest_runner(url: str, model_name: str, metadata: Mapping) -> Callable:
     from serving import client
 
+    if not model_name:
+        raise PredictError("give the served model's name (--model-name): the export does not record one.")
     server = client.ServingClient(url, model_name)
 
     def run(signature: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return server.predict(dict(inputs), signature_name=signature)
+        outputs = list(metadata["signatures"][signature]["outputs"])
+        # TF Serving's answer leaves a signature's single output unnamed.
+        single = outputs[0] if len(outputs) == 1 else None
+        try:
+            return server.predict(dict(inputs), signature_name=signature, output_name=single)
+        except client.ServingError as e:
+            raise PredictError(f"{url}: the server refused the request: {e}") from None
 
     return run
 
@@ -132,8 +185,6 @@ class Localizer:
     """
 
     def __init__(self, export_dir: str, url: Optional[str] = None, model_name: Optional[str] = None):
-        from preprocessing.config import PreprocessConfig
-
         self.export_dir = export_dir
         self.metadata = export_base.read_metadata(export_dir)
         if "localize" not in self.metadata["signatures"]:
@@ -143,28 +194,14 @@ class Localizer:
                 f"{sorted(self.metadata['signatures'])}): not a localizer that takes audio frames."
             )
         self.spec = self.metadata["params"]
-        with tf.io.gfile.GFile(os.path.join(export_dir, export_base.METADATA_DIR, SCHEMA_ASSET)) as f:
-            self.schema = json.load(f)
-        self.preprocess = hyperparams.from_dict(PreprocessConfig, self.schema["config"])
-        imported = [s for s in self.spec["visual_streams"] if getattr(self.preprocess, f"imported_{s[-2:]}").kind]
-        if imported:
-            raise PredictError(
-                f"{export_dir}: the model's visual streams {imported} were imported from feature files when its "
-                "records were made; the predictor can only compute features it can extract from a video."
-            )
-        name = model_name or self.metadata.get("metadata", {}).get("model_name") or "localizer"
-        self._run = _rest_runner(url, name) if url else _local_runner(export_dir)
+        self.schema, self.preprocess = read_preprocess(export_dir, self.spec["visual_streams"])
+        self._run = runner(export_dir, self.metadata, url, model_name)
         self._extractor = None
 
     @classmethod
     def load(cls, path: str, url: Optional[str] = None, model_name: Optional[str] = None) -> "Localizer":
         """A localizer from a version dir or a base of integer versions (the latest)."""
-        if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-            try:
-                path = export_util.latest_version_dir(path)
-            except FileNotFoundError as e:
-                raise PredictError(f"{path}: neither a SavedModel nor a base of versions ({e})") from None
-        return cls(path, url=url, model_name=model_name)
+        return cls(resolve_export(path), url=url, model_name=model_name)
 
     @property
     def extractor(self):
@@ -272,7 +309,10 @@ class Localizer:
         try:
             return self._run("localize", inputs)
         except tf.errors.InvalidArgumentError as e:
-            raise PredictError(f"the model refused the input: {refusal(e)}") from None
+            reason = refusal(e)
+            if "no word the model knows" in reason and self.spec["caption_field"] == "text_en":
+                reason += " (the model was trained on English captions: data.caption_field=text_en)"
+            raise PredictError(f"the model refused the input: {reason}") from None
 
     def _merge_proposals(self, spans, attention, proposals, scores) -> list:
         """The K best distinct proposals over all windows: each scored by its window's confidence × its own."""
@@ -363,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a.split("=", 1)[0] in ("--audio", "--videos", "--clips") for a in argv):
+        # Retrieval: speech -> videos, or a video -> spoken clips.
+        from serving import retrieve
+
+        return retrieve.main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     captions = list(args.caption)
