@@ -24,6 +24,8 @@ TINY_MALTA = [
     "train.warmup_epochs=0",
     "train.lr_decay=constant",
     "eval.num_plot_examples=2",
+    # Exporting a localizer takes seconds; the tests that serve one turn it back on.
+    "export.enabled=false",
 ]
 TINY_AVLNET = [
     "model.audio_widths=[8,8,16,16]",
@@ -35,7 +37,7 @@ TINY_AVLNET = [
     "train.lr_decay=constant",
 ]
 # The shared jobs' own settings (conftest's malta_job and avlnet_job).
-MALTA_JOB = TINY_MALTA + ["train.epochs=2"]
+MALTA_JOB = TINY_MALTA + ["train.epochs=2", "export.enabled=true"]
 AVLNET_JOB = TINY_AVLNET + ["train.epochs=2"]
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -222,11 +223,25 @@ def test_malta_trained_on_avlnet_audio_features(avlnet_job, tiny_records, tmp_pa
         MALTA,
         tiny_records,
         TINY_MALTA
-        + ["train.epochs=1", "data.audio_feature=avlnet", f"data.audio_encoder={job / 'export' / 'audio_encoder'}"],
+        + ["train.epochs=1", "data.audio_feature=avlnet", f"data.audio_encoder={job / 'export' / 'audio_encoder'}"]
+        + ["export.enabled=true"],
     )
     out = train_lib.run_experiment(cfg, str(tmp_path))
     assert out["task"].model_cfg.audio_dim == 16  # the encoder's last ResDAVEnet width
     assert (tmp_path / "eval" / "test.json").exists()
+    # The exported localizer carries the encoder: it serves with the encoder's own export gone.
+    shutil.rmtree(job / "export" / "audio_encoder")
+    served = tf.saved_model.load(str(tmp_path / "export" / "localizer" / "1")).signatures["localize"]
+    task = out["task"]
+    m, bins = task.model_cfg.num_segments, task.info.audio_dim
+    got = served(
+        captions=tf.constant([" ".join(task.vocabulary[:3])]),
+        video=tf.zeros([1, m, task.model_cfg.video_dim]),
+        log_mel=tf.random.stateless_normal([1, 300, bins], seed=[0, 1]),
+        segment_mask=tf.ones([1, m]),
+        duration=tf.constant([3.0]),
+    )
+    assert np.all(np.isfinite(got["audio_attention"].numpy()))
 
 
 def test_images_mode_fine_tunes_from_the_video_model(avlnet_job, tiny_records, tmp_path):

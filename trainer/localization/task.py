@@ -56,10 +56,13 @@ def make_audio_view(kind: str, info: input_lib.RecordsInfo, encoder_path: str = 
     stride = float(encoder.total_stride.numpy())
 
     def view(video):
-        logmel = video[features.AUDIO]
+        # The encoder's signature wants the bins known (a graph, e.g. an export's, may not know them).
+        logmel = tf.ensure_shape(video[features.AUDIO], [None, info.audio_dim])
         out = encoder.embed_log_mel(logmel[None], tf.shape(logmel)[:1])
         return out["frame_embeddings"][0], info.audio_rate / stride
 
+    # An export of a model that sees these features saves the encoder with it.
+    view.encoder = encoder
     return view
 
 
