@@ -118,6 +118,18 @@ def resolve_model_dir(model_dir: str) -> str:
     return model_dir
 
 
+def model_caption_key(version_dir: str) -> str:
+    """The record field of the captions the exported model was trained on (its `data.caption_field`)."""
+    from serving import export_base
+    from trainer.localization import data as data_lib
+
+    try:
+        field = export_base.read_metadata(version_dir)["params"].get("caption_field", "text")
+    except (FileNotFoundError, tf.errors.NotFoundError, KeyError):
+        field = "text"
+    return data_lib.caption_key(field)
+
+
 def check_signature(version_dir: str) -> None:
     """Checks the SavedModel's `serving_default` inputs and outputs, from saved_model.pb, without loading it.
 
@@ -288,20 +300,29 @@ class ToQueriesFn(beam.DoFn):
     letter alone, with its reason.
     """
 
-    def __init__(self, storage_dtype: str, streams: Sequence[str], captions: Optional[Sequence[str]]):
+    def __init__(
+        self,
+        storage_dtype: str,
+        streams: Sequence[str],
+        captions: Optional[Sequence[str]],
+        caption_key: str = features.CAPTION_TEXT,
+    ):
         """Initializes the DoFn.
 
         Args:
           storage_dtype: the records' storage dtype (schema.json).
           streams: the records' streams (schema.json).
           captions: captions to localize in every video; None for each record's own.
+          caption_key: the record field of a record's own captions: the one the
+            model was trained on (`caption/text` or `caption/text_en`).
         """
+        self._caption_key = caption_key
         self._storage_dtype = storage_dtype
         self._streams = tuple(streams)
         self._captions = None if captions is None else list(captions)
 
     def setup(self):
-        keys = (features.VIDEO_ID, features.SPLIT, features.CAPTION_TEXT, features.CAPTION_START, features.CAPTION_END)
+        keys = (features.VIDEO_ID, features.SPLIT, self._caption_key, features.CAPTION_START, features.CAPTION_END)
         matrices = (features.AUDIO,) + tuple(features.stream_keys(s)["features"] for s in self._streams)
 
         def parse(serialized):
@@ -327,7 +348,7 @@ class ToQueriesFn(beam.DoFn):
         if self._captions is not None:
             queries = [Query(video_id, split, c, i, None) for i, c in enumerate(self._captions)]
         else:
-            texts = [t.decode("utf-8", errors="replace") for t in parsed[features.CAPTION_TEXT].numpy()]
+            texts = [t.decode("utf-8", errors="replace") for t in parsed[self._caption_key].numpy()]
             starts = parsed[features.CAPTION_START].numpy().tolist()
             ends = parsed[features.CAPTION_END].numpy().tolist()
             queries = [Query(video_id, split, t, i, (s, e)) for i, (t, s, e) in enumerate(zip(texts, starts, ends))]
@@ -648,7 +669,7 @@ def build_pipeline(
     }
     records, unreadable = p | "ReadRecords" >> ReadRecords(files)
     queries = records | "ToQueries" >> beam.ParDo(
-        ToQueriesFn(info.storage_dtype, sorted(info.stream_dims), captions)
+        ToQueriesFn(info.storage_dtype, sorted(info.stream_dims), captions, model_caption_key(version_dir))
     ).with_outputs(REJECTED, main="queries")
     lines, failed = queries.queries | "Localize" >> Localize(version_dir, batch_size)
     written = lines | "WritePredictions" >> WritePredictions(output_dir, num_shards)

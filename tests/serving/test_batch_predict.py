@@ -304,3 +304,29 @@ def test_a_batch_the_model_fails_on_goes_to_the_dead_letter(records, tmp_path):
         (f"{v} caption 1 'boom'", "RunInference") for v in sorted(VIDEOS)
     ]
     assert all("caption says boom" in r["reason"] for r in rejected)
+
+
+@pytest.mark.e2e
+def test_the_real_localizer_on_the_beam_jobs_records(malta_trained, tiny_records, tmp_path):
+    """RunInference with the session job's exported localizer: one line per test caption, as the signature says."""
+    job, _ = malta_trained
+    model_dir = os.path.join(str(job), "export", "localizer")
+    out = str(tmp_path / "predictions")
+    argv = ["--records", str(tiny_records), "--model", model_dir, "--output", out, "--split", "test"]
+    counters = batch_predict.run(argv + ["--batch_size", "4"])
+    lines = _lines(out)
+    schema = features.read_metadata(str(tiny_records))
+    assert len(lines) == counters["predictions_written"] > 0 and _deadletter(out) == []
+    served = tf.saved_model.load(os.path.join(model_dir, "1")).signatures["serving_default"]
+    files = [os.path.join(str(tiny_records), rel) for rel in sorted(schema["files"]["test"])]
+    records = {}
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        parsed = features.parse_example(record, schema["storage_dtype"], tuple(schema["streams"]))
+        records[parsed[features.VIDEO_ID].numpy().decode()] = (record, parsed)
+    assert {x["video_id"] for x in lines} == set(records)
+    for line in lines:
+        record, parsed = records[line["video_id"]]
+        want = served(examples=tf.constant([record.numpy()]), captions=tf.constant([line["caption"]]))
+        assert line["start_seconds"] == pytest.approx(float(want["start_seconds"][0]), abs=6e-4)
+        assert line["end_seconds"] == pytest.approx(float(want["end_seconds"][0]), abs=6e-4)
+        assert line["truth"][1] <= float(parsed[features.DURATION]) + 2.0
