@@ -5,6 +5,9 @@ Stages (each skipped when its output is already complete, so a rerun resumes):
   2. preprocess it with the Beam job into TFRecords (DirectRunner)
   3. train and evaluate caption localization: MALTA (AV) vs ABLR (V) vs audio-only
   4. run the audio-visual retrieval cascade (English -> Japanese)
+  5. serve: export the MALTA and fine-tuned retrieval models (a new version each run), localize
+     a test video's captions from its mp4 with the predictor (spans, attention PNG), and push
+     TF Serving's REST JSON (both forms) through the loaded export
 A report with the tables is written to <out>/report.md.
 """
 
@@ -63,7 +66,8 @@ def localization(out: str, seeds: int, epochs: int) -> str:
         records_dir=os.path.join(out, "records"),
         job_root=os.path.join(out, "localization"),
         seeds=list(range(seeds)),
-        overrides=[f"train.epochs={epochs}"] if epochs else [],
+        # The serving stage exports the model it serves; the other runs need no export.
+        overrides=["export.enabled=false"] + ([f"train.epochs={epochs}"] if epochs else []),
     )
     print(table)
     return table
@@ -81,11 +85,88 @@ def cascade(out: str, seeds: int) -> str:
         seeds=list(range(seeds)),
         # Tuned on the demo corpus: pretraining levels off by ~epoch 18; fine-tuning at
         # the pretraining rate (1e-3) erases what pretraining learned.
+        overrides=["export.enabled=false"],  # the serving stage exports the model it serves
         pretrain_overrides=["train.epochs=20"],
         finetune_overrides=["train.learning_rate=0.0001"],
     )
     print(table)
     return table
+
+
+def serving(out: str) -> list[str]:
+    """Exports both models, localizes a test video's captions with the predictor, checks TF Serving's JSON.
+
+    Returns:
+      The report's lines.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from avalign import features
+    from serving import export, predict, rest_json
+    from trainer import train_lib
+    from trainer.localization import metrics
+
+    models = os.path.join(out, "models")
+    lines = ["## Serving", ""]
+    exported = {}
+    for name, job in (
+        ("localizer", os.path.join(out, "localization", "av", "seed0")),
+        ("retriever", os.path.join(out, "cascade", "seed0", "ft_target")),
+    ):
+        t = time.time()
+        task, model = train_lib.load_trained(job)
+        exported[name] = (task, export.export_trained(task, model, models, name))
+        print(f"exported {name}: {exported[name][1]} [{time.time() - t:.0f} s]")
+        lines.append(
+            f"- `python -m serving.export --job-dir {job} --export-base {models} --model-name {name}`"
+            f" -> `{exported[name][1]}`"
+        )
+    task, version = exported["localizer"]
+    # The predictor on a test video, from its mp4, with the captions the model reads.
+    splits = json.load(open(os.path.join(out, "corpus", "splits.json"), encoding="utf-8"))
+    annotations = json.load(open(os.path.join(out, "corpus", "annotations.json"), encoding="utf-8"))
+    video_id = sorted(splits["test"])[0]
+    ann = annotations[video_id]
+    captions = ann["sentences_en"] if task.cfg.data.caption_field == "text_en" else ann["sentences"]
+    video = os.path.join(out, "corpus", "videos", f"{video_id}.mp4")
+    t = time.time()
+    result = predict.Localizer.load(version).localize(video, captions)
+    text = predict.format_result(result)
+    print(text)
+    print(f"[predictor {time.time() - t:.0f} s]")
+    picture = predict.plot(result, os.path.join(out, "serving_attention.png"), truth=tuple(ann["timestamps"][0]))
+    lines += [
+        "",
+        f"`python -m serving.predict --model {os.path.dirname(version)} --video {video} --caption ...`"
+        f" ({result.duration:.1f} s, {len(result.windows)} window(s)):",
+        "",
+        "| caption | true (s) | predicted (s) | IoU | score |",
+        "|---|---|---|---|---|",
+    ]
+    for c, (t0, t1) in zip(result.captions, ann["timestamps"]):
+        iou = float(metrics.temporal_iou(np.array([c.start_seconds, c.end_seconds]), np.array([t0, t1])))
+        lines.append(
+            f"| {c.caption} | {t0:.1f}-{t1:.1f} | {c.start_seconds:.1f}-{c.end_seconds:.1f} | {iou:.2f} | {c.score:.2f} |"
+        )
+    lines += ["", f"![predictor]({os.path.basename(picture)})", ""]
+    # TF Serving's REST JSON, both forms, through the loaded export, against a direct call.
+    files = task.info.files(task.cfg.data.test_split)
+    record = next(iter(tf.data.TFRecordDataset(files[:1], compression_type="GZIP"))).numpy()
+    parsed = features.parse_example(record, task.info.storage_dtype, task.streams)
+    caption = parsed[task.parser.caption_key][0].numpy()
+    loaded = tf.saved_model.load(version)
+    direct = loaded.signatures["serving_default"](examples=tf.constant([record]), captions=tf.constant([caption]))
+    for form in ("columnar", "row"):
+        body = rest_json.encode_request({"examples": [record], "captions": [caption]}, form=form)
+        response = json.loads(json.dumps(rest_json.predict_json(loaded, json.loads(json.dumps(body)))))
+        got = rest_json.decode_response(response, form)
+        worst = max(float(np.max(np.abs(got[k] - direct[k].numpy()))) for k in got if direct[k].dtype.is_floating)
+        line = f"REST JSON ({form}, {len(json.dumps(body)) // 1024} KiB request): {len(got)} outputs, max |diff| {worst:.1e}"
+        print(line)
+        lines.append(f"- {line} against the signature called directly")
+    lines.append("")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -99,7 +180,9 @@ def main(argv=None) -> int:
         "--epochs", type=int, default=None, help="Localization training epochs (default: the config's)."
     )
     parser.add_argument(
-        "--stages", default="corpus,preprocess,localization,cascade", help="Comma-separated stages to run."
+        "--stages",
+        default="corpus,preprocess,localization,cascade,serving",
+        help="Comma-separated stages to run.",
     )
     args = parser.parse_args(argv)
     from apps import report as report_lib
@@ -147,6 +230,10 @@ def main(argv=None) -> int:
         report += ["Pretrained, fine-tuned on Japanese; Japanese test clips.", ""]
         report += [f"![retrieval]({os.path.basename(picture)})", ""]
         print(f"picture: {picture}")
+        print(f"[{time.time() - t:.0f} s]")
+    if "serving" in stages:
+        t = _stage("5. Serving: export, the predictor on a video, TF Serving's JSON")
+        report += serving(args.out)
         print(f"[{time.time() - t:.0f} s]")
     report.append(f"Total: {time.time() - start:.0f} s")
     with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as f:

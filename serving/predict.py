@@ -343,8 +343,8 @@ def _span_scores(spans, attention) -> np.ndarray:
     return decoding.span_mass(attention, spans).numpy()
 
 
-def plot(result: LocalizationResult, path: str, caption_index: int = 0) -> str:
-    """A PNG of one caption's video and audio attention over time, with its span and proposals."""
+def plot(result: LocalizationResult, path: str, caption_index: int = 0, truth: Optional[tuple] = None) -> str:
+    """A PNG of one caption's video and audio attention over time, with its span, proposals and (given) true span."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,7 +360,9 @@ def plot(result: LocalizationResult, path: str, caption_index: int = 0) -> str:
         ax.plot(times, att[w, :, 1], color="tab:orange", lw=1.2, label="audio attention" if w == 0 else None)
     for j, (s, e, _) in enumerate(c.proposals[1:], start=2):
         ax.axvspan(s, e, color="grey", alpha=0.12, label="other proposals" if j == 2 else None)
-    ax.axvspan(c.start_seconds, c.end_seconds, color="tab:green", alpha=0.3, label=f"predicted ({c.score:.2f})")
+    ax.axvspan(c.start_seconds, c.end_seconds, color="tab:red", alpha=0.25, label=f"predicted ({c.score:.2f})")
+    if truth is not None:
+        ax.axvspan(truth[0], truth[1], ymax=0.08, color="tab:green", alpha=0.8, label="true segment")
     ax.set_xlim(0, result.duration)
     ax.set_xlabel("seconds")
     ax.set_ylabel("attention")
