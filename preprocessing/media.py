@@ -250,6 +250,22 @@ def decode_video(
         return _decode_container(container, path, file_size, sample_rate, frame_rate, max_side, allow_truncated)
 
 
+def _media_info(container, file_size: int, video, audio, declared: Optional[float]) -> dict[str, Any]:
+    """What `DecodedMedia.info` says of the file: container, codecs, sizes, rates, declared duration."""
+    return {
+        "container": container.format.name,
+        "file_size": file_size,
+        "video_codec": video.codec_context.name if video is not None else None,
+        "width": video.codec_context.width if video is not None else None,
+        "height": video.codec_context.height if video is not None else None,
+        "video_fps": float(video.average_rate) if video is not None and video.average_rate else None,
+        "audio_codec": audio.codec_context.name if audio is not None else None,
+        "original_sample_rate": audio.codec_context.sample_rate if audio is not None else None,
+        "original_channels": audio.codec_context.channels if audio is not None else None,
+        "declared_duration": declared,
+    }
+
+
 def _decode_container(
     container: av.container.InputContainer,
     path: str,
@@ -270,18 +286,7 @@ def _decode_container(
         stream.thread_type = "AUTO"
     declared = _declared_duration(container, streams)
     origin = container.start_time / av.time_base if container.start_time is not None else 0.0
-    info: dict[str, Any] = {
-        "container": container.format.name,
-        "file_size": file_size,
-        "video_codec": video.codec_context.name if video is not None else None,
-        "width": video.codec_context.width if video is not None else None,
-        "height": video.codec_context.height if video is not None else None,
-        "video_fps": float(video.average_rate) if video is not None and video.average_rate else None,
-        "audio_codec": audio.codec_context.name if audio is not None else None,
-        "original_sample_rate": audio.codec_context.sample_rate if audio is not None else None,
-        "original_channels": audio.codec_context.channels if audio is not None else None,
-        "declared_duration": declared,
-    }
+    info = _media_info(container, file_size, video, audio, declared)
 
     sampler = None
     if frame_rate is not None:
@@ -731,19 +736,8 @@ def _decode_window_once(
         for stream in streams:
             stream.thread_type = "AUTO"
         origin = _origin(container)
-        info: dict[str, Any] = {
-            "container": container.format.name,
-            "file_size": file_size,
-            "video_codec": video.codec_context.name if video is not None else None,
-            "width": video.codec_context.width if video is not None else None,
-            "height": video.codec_context.height if video is not None else None,
-            "video_fps": float(video.average_rate) if video is not None and video.average_rate else None,
-            "audio_codec": audio.codec_context.name if audio is not None else None,
-            "original_sample_rate": audio.codec_context.sample_rate if audio is not None else None,
-            "original_channels": audio.codec_context.channels if audio is not None else None,
-            "declared_duration": _declared_duration(container, streams),
-            "media_duration": media_duration,
-        }
+        info = _media_info(container, file_size, video, audio, _declared_duration(container, streams))
+        info["media_duration"] = media_duration
         # Frames k0 <= k < k1 and samples i0 <= i < i1 of the whole decode.
         sampler = None
         k0 = k1 = 0

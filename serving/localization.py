@@ -37,7 +37,7 @@ model never answers NaN.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Mapping
 
 import keras
 import numpy as np
@@ -374,10 +374,3 @@ def _check_captions(captions: tf.Tensor, tokens: tf.Tensor) -> list:
             ),
         )
     ]
-
-
-def export_localizer(
-    task, model: keras.Model, export_base_dir: str, metadata: Optional[Mapping[str, Any]] = None, **kwargs
-) -> str:
-    """Exports a trained localizer into `<export_base_dir>/<next version>/` (see `export_base.export`)."""
-    return export_base.export(LocalizationModule.from_task(task, model), export_base_dir, metadata=metadata, **kwargs)

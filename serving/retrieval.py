@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional
 
-import keras
 import tensorflow as tf
 
 from avalign import audio as audio_lib
@@ -41,44 +40,6 @@ from trainer.retrieval import model as model_lib
 
 # Clips per step when `serving_default` gathers the clips of its records.
 _CLIPS_PER_STEP = 256
-# The video branch's layers, as `trainer.retrieval.model._build_graph` names them.
-_VIDEO_LAYERS = ("visual_guard", "visual_2d_pool", "video_gated_unit")
-
-
-def video_encoder_model(model: model_lib.AVLnet) -> keras.Model:
-    """The video branch of a (trained) AVLnet, sharing its weights.
-
-    Inputs (dict): `visual_2d` [B, T_v, visual_2d_dim], `visual_3d` [B, T_v,
-    visual_3d_dim] (only when `use_3d`), `visual_mask` [B, T_v] float32.
-    Output (dict): `video_embedding` [B, embedding_dim], as the full model's.
-
-    Args:
-      model: an `AVLnet`.
-
-    Returns:
-      A functional `keras.Model` (inference: call it with training=False).
-
-    Raises:
-      ValueError: `model` lacks the AVLnet video layers.
-    """
-    cfg = model.retrieval_config
-    streams = (model_lib.VISUAL_2D, model_lib.VISUAL_3D) if cfg.use_3d else (model_lib.VISUAL_2D,)
-    names = _VIDEO_LAYERS + (("visual_3d_pool", "visual_concat") if cfg.use_3d else ())
-    try:
-        layer = {name: model.get_layer(name) for name in names}
-    except ValueError as e:
-        raise ValueError(f"{model.name!r} is not an AVLnet model (missing video layers {names}): {e}") from e
-    dims = {model_lib.VISUAL_2D: cfg.visual_2d_dim, model_lib.VISUAL_3D: cfg.visual_3d_dim}
-    inputs = {s: keras.Input(shape=(None, dims[s]), name=s) for s in streams}
-    inputs[model_lib.VISUAL_MASK] = keras.Input(shape=(None,), dtype="float32", name=model_lib.VISUAL_MASK)
-    values, mask = layer["visual_guard"]([inputs[s] for s in streams], inputs[model_lib.VISUAL_MASK])
-    pooled = [layer[f"{s}_pool"](v, mask) for s, v in zip(streams, values)]
-    video = layer["visual_concat"](pooled) if cfg.use_3d else pooled[0]
-    return keras.Model(
-        inputs=inputs,
-        outputs={model_lib.VIDEO_EMBEDDING: layer["video_gated_unit"](video)},
-        name="avlnet_video_encoder",
-    )
 
 
 def _shaped(x: tf.Tensor, name: str, shape: list) -> tf.Tensor:
@@ -162,7 +123,7 @@ class RetrievalModule(export_base.ExportModule):
             name="avlnet_retrieval",
         )
         self.audio_encoder = model_lib.audio_encoder_model(model)
-        self.video_encoder = video_encoder_model(model)
+        self.video_encoder = model_lib.video_encoder_model(model)
         self._parser = parser
         self._storage_dtype = storage_dtype
         self._dims = dict(dims)

@@ -27,7 +27,9 @@ FRAME_EMBEDDINGS = "frame_embeddings"
 FRAME_MASK = "frame_mask"
 POOLED_EMBEDDING = "pooled_embedding"
 
-# Layer names that `audio_encoder_model` looks up in a trained model.
+# Layer names that `video_encoder_model` (plus "visual_3d_pool" and "visual_concat" when
+# `use_3d`) and `audio_encoder_model` look up in a trained model.
+_VIDEO_LAYERS = ("visual_guard", "visual_2d_pool", "video_gated_unit")
 _AUDIO_LAYERS = ("audio_length_mask", "audio_guard", "resdavenet", "audio_pool", "audio_gated_unit", "audio_projection")
 
 
@@ -259,4 +261,40 @@ def audio_encoder_model(model: AVLnet) -> keras.Model:
         inputs={AUDIO: audio, AUDIO_LENGTH: audio_length},
         outputs={FRAME_EMBEDDINGS: frames, FRAME_MASK: frame_mask, POOLED_EMBEDDING: embedding},
         name="avlnet_audio_encoder",
+    )
+
+
+def video_encoder_model(model: AVLnet) -> keras.Model:
+    """The video branch of a (trained) AVLnet, sharing its weights.
+
+    Inputs (dict): `visual_2d` [B, T_v, visual_2d_dim], `visual_3d` [B, T_v,
+    visual_3d_dim] (only when `use_3d`), `visual_mask` [B, T_v] float32.
+    Output (dict): `video_embedding` [B, embedding_dim], as the full model's.
+
+    Args:
+      model: an `AVLnet`.
+
+    Returns:
+      A functional `keras.Model` (inference: call it with training=False).
+
+    Raises:
+      ValueError: `model` lacks the AVLnet video layers.
+    """
+    cfg = model.retrieval_config
+    streams = (VISUAL_2D, VISUAL_3D) if cfg.use_3d else (VISUAL_2D,)
+    names = _VIDEO_LAYERS + (("visual_3d_pool", "visual_concat") if cfg.use_3d else ())
+    try:
+        layer = {name: model.get_layer(name) for name in names}
+    except ValueError as e:
+        raise ValueError(f"{model.name!r} is not an AVLnet model (missing video layers {names}): {e}") from e
+    dims = {VISUAL_2D: cfg.visual_2d_dim, VISUAL_3D: cfg.visual_3d_dim}
+    inputs = {s: keras.Input(shape=(None, dims[s]), name=s) for s in streams}
+    inputs[VISUAL_MASK] = keras.Input(shape=(None,), dtype="float32", name=VISUAL_MASK)
+    values, mask = layer["visual_guard"]([inputs[s] for s in streams], inputs[VISUAL_MASK])
+    pooled = [layer[f"{s}_pool"](v, mask) for s, v in zip(streams, values)]
+    video = layer["visual_concat"](pooled) if cfg.use_3d else pooled[0]
+    return keras.Model(
+        inputs=inputs,
+        outputs={VIDEO_EMBEDDING: layer["video_gated_unit"](video)},
+        name="avlnet_video_encoder",
     )
