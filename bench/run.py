@@ -19,6 +19,7 @@ BENCHMARKS = {
     "audio_frontend": ("bench.audio_frontend", "rows"),
     "localization": ("bench.localization", "run"),
     "retrieval": ("trainer.retrieval.benchmark", "run"),
+    "serving": ("bench.serving", "run"),
 }
 
 
