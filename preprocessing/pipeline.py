@@ -110,7 +110,7 @@ def build_pipeline(
     return {"shards": shards, "rejected": rejected, "metadata": metadata}
 
 
-def _beam_option_parser() -> argparse.ArgumentParser:
+def beam_option_parser() -> argparse.ArgumentParser:
     """A parser that knows every flag of every registered PipelineOptions class."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
 
@@ -147,7 +147,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--split", default=None, choices=SPLITS, help="Split, for formats that carry none.")
     parser.add_argument("--language", default=None, help="Speech language code, for formats that carry none.")
     args, rest = parser.parse_known_args(argv)
-    _, unknown = _beam_option_parser().parse_known_args(rest)
+    _, unknown = beam_option_parser().parse_known_args(rest)
     unknown = [u for u in unknown if u.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments (neither job flags nor Beam options): {' '.join(unknown)}")
@@ -201,8 +201,12 @@ def check_inputs(cfg: PreprocessConfig, annotations: str, fmt: str, videos_dir: 
     annotations_lib.check_annotations(fmt, annotations, **reader_arguments(cfg, reader_kwargs))
 
 
-def check_output_dir(output_dir: str) -> None:
+def check_output_dir(output_dir: str, flag: str = "--output_dir") -> None:
     """Creates `output_dir` and writes and removes a probe file in it, on any file system.
+
+    Args:
+      output_dir: the directory.
+      flag: the command-line flag that gave it, named in the error.
 
     Raises:
       ValueError: naming `output_dir` and the file system's error, if it cannot be
@@ -219,7 +223,7 @@ def check_output_dir(output_dir: str) -> None:
     except (tf.errors.OpError, OSError) as e:
         reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
         raise ValueError(
-            f"--output_dir {output_dir}: cannot create it or write a file in it ({reason}); "
+            f"{flag} {output_dir}: cannot create it or write a file in it ({reason}); "
             "pass a directory that this job may create and write."
         ) from e
 

@@ -70,7 +70,7 @@ from apache_beam.ml.inference import base as inference_base
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from avalign import export_util, features, fileio
-from preprocessing.pipeline import _beam_option_parser, check_output_dir, format_counters
+from preprocessing.pipeline import beam_option_parser, check_output_dir, format_counters
 from preprocessing.records import SPLITS, Rejected
 from preprocessing.transforms import WriteDeadLetter, shard_of
 from trainer.input import RecordsError, RecordsInfo
@@ -703,7 +703,7 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--batch_size", type=int, default=32, help="Most (video, caption) pairs per model call.")
     parser.add_argument("--num_shards", type=int, default=1, help="Number of prediction files.")
     args, rest = parser.parse_known_args(argv)
-    _, unknown = _beam_option_parser().parse_known_args(rest)
+    _, unknown = beam_option_parser().parse_known_args(rest)
     unknown = [u for u in unknown if u.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments (neither job flags nor Beam options): {' '.join(unknown)}")
@@ -723,7 +723,7 @@ def run(argv=None) -> dict:
     captions = None if args.captions is None else read_captions(args.captions)
     p = beam.Pipeline(options=PipelineOptions(pipeline_args))
     build_pipeline(p, args.records, args.model, args.output, captions, args.split, args.batch_size, args.num_shards)
-    check_output_dir(args.output)
+    check_output_dir(args.output, "--output")
     # Until the new summary is written, the directory must not pass for a
     # finished one describing a mix of old and new prediction files.
     summary = os.path.join(args.output, SUMMARY_FILE)
