@@ -370,6 +370,10 @@ class InferenceError(ValueError):
     """The model failed on a batch; says why in one line."""
 
 
+# The inference of a query the model refused on its own: the reason, instead of outputs.
+ERROR_KEY = "error"
+
+
 class LocalizationModelHandler(inference_base.ModelHandler):
     """Runs the localization SavedModel's `serving_default` signature on (serialized record, caption) batches.
 
@@ -400,6 +404,33 @@ class LocalizationModelHandler(inference_base.ModelHandler):
         return tf.saved_model.load(self._model_dir)
 
     def run_inference(self, batch, model, inference_args=None):
+        """The signature's outputs per element; a refused batch is rerun element by element.
+
+        The signature refuses a whole batch for one bad caption (its checks are
+        asserts over the batch): the others are then answered one at a time,
+        and each element the model refuses on its own gets `{ERROR_KEY: reason}`
+        as its inference, for the dead letter. A batch of one that fails raises
+        `InferenceError` (RunInference's exception handling dead-letters it).
+        """
+        try:
+            outputs = self._call(model, batch)
+        except InferenceError:
+            if len(batch) == 1:
+                raise
+            results = []
+            for element in batch:
+                try:
+                    results += self.run_inference([element], model, inference_args)
+                except InferenceError as e:
+                    results.append(inference_base.PredictionResult(element, {ERROR_KEY: str(e)}, self._model_dir))
+            return results
+        return [
+            inference_base.PredictionResult(element, {k: v[i] for k, v in outputs.items()}, self._model_dir)
+            for i, element in enumerate(batch)
+        ]
+
+    @staticmethod
+    def _call(model, batch) -> dict[str, np.ndarray]:
         try:
             outputs = model.signatures[SIGNATURE](
                 examples=tf.constant([serialized for serialized, _ in batch], tf.string),
@@ -409,11 +440,7 @@ class LocalizationModelHandler(inference_base.ModelHandler):
             # Said in a line: the dead letter gets the exception's text, and an
             # OpError's own is a page of graph stack.
             raise InferenceError(f"{type(e).__name__}: {_op_error_line(e)}") from e
-        outputs = {k: outputs[k].numpy() for k in SIGNATURE_OUTPUTS}
-        return [
-            inference_base.PredictionResult(element, {k: v[i] for k, v in outputs.items()}, self._model_dir)
-            for i, element in enumerate(batch)
-        ]
+        return {k: outputs[k].numpy() for k in SIGNATURE_OUTPUTS}
 
     def get_num_bytes(self, batch) -> int:
         return sum(len(serialized) + len(caption.encode("utf-8")) for serialized, caption in batch)
@@ -448,9 +475,13 @@ def prediction_line(query: Query, inference: dict[str, Any]) -> dict:
     }
 
 
-def _keyed_line(query: Query, result: inference_base.PredictionResult) -> tuple[str, int, str]:
-    """(video_id, caption index, JSON line): the line and what orders it in its file."""
-    return query.video_id, query.index, json.dumps(prediction_line(query, result.inference), ensure_ascii=False)
+def _keyed_line(query: Query, result: inference_base.PredictionResult):
+    """(video_id, caption index, JSON line), what orders the line in its file; a refused query to the dead letter."""
+    if ERROR_KEY in result.inference:
+        reason = result.inference[ERROR_KEY].split(": ", 1)[-1]
+        yield _rejected(f"{query.video_id} caption {query.index} {query.caption!r}", "RunInference", reason)
+        return
+    yield query.video_id, query.index, json.dumps(prediction_line(query, result.inference), ensure_ascii=False)
 
 
 def _failed_batch(element):
@@ -466,7 +497,8 @@ class Localize(beam.PTransform):
     """RunInference of the localization signature on (Query, (record, caption)) pairs.
 
     Returns (lines, rejected): (video_id, caption index, JSON line) per query,
-    and a Rejected per query of a batch the model failed on.
+    and a Rejected per query the model refused (other queries of its batch
+    are still answered).
     """
 
     def __init__(self, model_dir: str, batch_size: int):
@@ -477,9 +509,10 @@ class Localize(beam.PTransform):
         results, failed = queries | "RunInference" >> inference_base.RunInference(
             self._handler
         ).with_exception_handling(exc_class=InferenceError)
-        lines = results | "FormatPredictions" >> beam.MapTuple(_keyed_line)
-        rejected = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch)
-        return lines, rejected
+        lines = results | "FormatPredictions" >> beam.FlatMapTuple(_keyed_line).with_outputs(REJECTED, main="lines")
+        failed_batches = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(_failed_batch)
+        rejected = (lines[REJECTED], failed_batches) | "MergeRefused" >> beam.Flatten()
+        return lines.lines, rejected
 
 
 # ---------------------------------------------------------------- WritePredictions, WriteSummary

@@ -289,14 +289,17 @@ class FailingLocalizer(StandInLocalizer):
         return self.outputs(examples, captions)
 
 
-def test_a_batch_the_model_fails_on_goes_to_the_dead_letter(records, tmp_path):
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_a_query_the_model_refuses_goes_to_the_dead_letter_and_its_batch_is_still_answered(
+    records, tmp_path, batch_size
+):
     module = FailingLocalizer()
     tf.saved_model.save(module, str(tmp_path / "failing" / "1"), signatures={"serving_default": module.serve})
     captions = tmp_path / "captions.txt"
     captions.write_text("fine\nboom\n", encoding="utf-8")
     out = str(tmp_path / "predictions")
     argv = ["--records", records, "--model", str(tmp_path / "failing"), "--output", out, "--captions", str(captions)]
-    batch_predict.run(argv + ["--batch_size", "1"])
+    batch_predict.run(argv + ["--batch_size", str(batch_size)])
 
     assert sorted((x["video_id"], x["caption"]) for x in _lines(out)) == [(v, "fine") for v in sorted(VIDEOS)]
     rejected = _deadletter(out)
