@@ -271,6 +271,18 @@ def test_hub_audio_embedding_stream_end_to_end(tiny_corpus, tmp_path):
     )  # fmt: skip
     result = train_lib.run_experiment(cfg, str(tmp_path / "job"))
     assert result["task"].model_cfg.audio_dim == 6 and "all" in result["eval"]
+    # Its export serves records (they hold the embeddings); features from a new video would need
+    # the hub model at serving time, so there is no `localize`, and the predictor says why.
+    from serving import predict
+
+    (version,) = result["export"]
+    served = tf.saved_model.load(version).signatures
+    assert set(served) == {"serving_default"}
+    caption = p[features.CAPTION_TEXT_EN][0]
+    out = served["serving_default"](examples=tf.constant([raw]), captions=tf.reshape(caption, [1]))
+    assert 0 <= float(out["start_seconds"][0]) <= float(out["end_seconds"][0]) <= duration + 1e-3
+    with pytest.raises(predict.PredictError, match="no 'localize' signature"):
+        predict.Localizer.load(version)
 
 
 def test_pre_extracted_npy_features_replace_a_stream(tiny_corpus, tmp_path):
