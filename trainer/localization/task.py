@@ -377,12 +377,14 @@ class LocalizationTask(Task):
             if self.cfg.eval.span_decoder == "attention":
                 # The R@5 decoder the serving signatures run: the attention's peaks, each with
                 # runs at several thresholds, after temporal NMS.
-                proposals = [
-                    t.numpy()
-                    for t in decoding.top_k_proposals(
-                        attention, 5, self.cfg.eval.attention_threshold, self.cfg.eval.nms_iou
+                # In chunks: a chunk holds [chunk, M, thresholds, M] booleans.
+                chunks = [
+                    decoding.top_k_proposals(
+                        attention[i : i + 256], 5, self.cfg.eval.attention_threshold, self.cfg.eval.nms_iou
                     )
+                    for i in range(0, len(attention), 256)
                 ]
+                proposals = [np.concatenate([c[j].numpy() for c in chunks]) for j in (0, 1)]
         m = self.model_cfg.num_segments
 
         def subset(sel):
