@@ -238,15 +238,7 @@ def decode_video(
     path = os.fspath(path)
     _check_args(sample_rate, frame_rate, max_side)
     file_size = _check_file(path)
-    try:
-        container = av.open(path)
-    except av.error.FFmpegError as err:
-        raise MediaError(
-            path,
-            f"cannot be opened as media ({err.strerror}); it is not a media file or is cut short (e.g. an MP4 "
-            "truncated before its index)",
-        ) from err
-    with container:
+    with _open(path) as container:
         return _decode_container(container, path, file_size, sample_rate, frame_rate, max_side, allow_truncated)
 
 
