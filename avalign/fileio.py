@@ -36,3 +36,33 @@ def write_text(path: str, text: str) -> None:
     with tf.io.gfile.GFile(partial, "w") as f:
         f.write(text)
     publish(partial, path)
+
+
+def remove_unlisted(directory: str, pattern: str, keep, leftovers: str) -> list[str]:
+    """Removes the files of `directory` matching `pattern` whose names `keep` lacks, and temporary leftovers.
+
+    An output that a job lists (its summary or schema) is complete; what else
+    matches its pattern was left by an earlier run (another shard count, a
+    killed run) and would mix old and new outputs.
+
+    Args:
+      directory: the directory (local or remote).
+      pattern: glob of the job's output files in it.
+      keep: the file names (basenames) of this run's outputs.
+      leftovers: glob of the temporary files a killed run may have left.
+
+    Returns:
+      The removed paths.
+    """
+    import logging
+
+    import tensorflow as tf
+
+    keep = set(keep)
+    stale = [p for p in tf.io.gfile.glob(os.path.join(directory, pattern)) if os.path.basename(p) not in keep]
+    removed = []
+    for path in sorted(stale) + sorted(tf.io.gfile.glob(os.path.join(directory, leftovers))):
+        logging.warning("Removing %s: left by an earlier run, not part of this job's output.", path)
+        tf.io.gfile.remove(path)
+        removed.append(path)
+    return removed

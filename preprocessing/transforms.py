@@ -13,7 +13,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from avalign import features, hyperparams
+from avalign import features, fileio, hyperparams
 from preprocessing import annotations as annotations_lib
 from preprocessing.config import PreprocessConfig
 from preprocessing.records import SPLITS, Caption, Rejected, VideoAnnotation
@@ -411,19 +411,13 @@ def remove_stale_shards(output_dir: str, record_pattern: str, listed: Iterable[s
     Returns:
       The removed paths.
     """
-    import tensorflow as tf
-
-    keep = set(listed)
     removed = []
     for split in splits:
         # Compared by name within the split dir: glob may spell output_dir differently.
-        shards = tf.io.gfile.glob(os.path.join(output_dir, record_pattern.format(split=split)))
-        stale = [p for p in shards if f"{split}/{os.path.basename(p)}" not in keep]
-        leftovers = tf.io.gfile.glob(os.path.join(output_dir, split, f".{split}-*{features.TEMP_MARKER}*"))
-        for path in sorted(stale) + sorted(leftovers):
-            logging.warning("Removing %s: left by an earlier run, not part of this job's output.", path)
-            tf.io.gfile.remove(path)
-            removed.append(path)
+        keep = [os.path.basename(p) for p in listed if p.startswith(f"{split}/")]
+        pattern = os.path.relpath(record_pattern.format(split=split), split)
+        leftovers = f".{split}-*{features.TEMP_MARKER}*"
+        removed += fileio.remove_unlisted(os.path.join(output_dir, split), pattern, keep, leftovers)
     return removed
 
 

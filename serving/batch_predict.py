@@ -569,21 +569,15 @@ class WritePredictions(beam.PTransform):
 def remove_stale_predictions(output_dir: str, listed: Iterable[str]) -> list[str]:
     """Removes prediction files that `listed` does not name, and temporary files a killed run left.
 
-    (preprocessing.transforms.remove_stale_shards does this for shards in
-    per-split dirs; predictions lie directly in `output_dir`.)
-
     Returns:
       The removed paths.
     """
-    keep = set(listed)
-    found = tf.io.gfile.glob(os.path.join(output_dir, f"{PREDICTIONS_PREFIX}-*-of-*{PREDICTIONS_SUFFIX}"))
-    partial = tf.io.gfile.glob(os.path.join(output_dir, f"{fileio.PARTIAL_PREFIX}{PREDICTIONS_PREFIX}-*"))
-    removed = []
-    for path in sorted(p for p in found if os.path.basename(p) not in keep) + sorted(partial):
-        logging.warning("Removing %s: left by an earlier run, not part of this job's output.", path)
-        tf.io.gfile.remove(path)
-        removed.append(path)
-    return removed
+    return fileio.remove_unlisted(
+        output_dir,
+        f"{PREDICTIONS_PREFIX}-*-of-*{PREDICTIONS_SUFFIX}",
+        listed,
+        f"{fileio.PARTIAL_PREFIX}{PREDICTIONS_PREFIX}-*",
+    )
 
 
 class WriteSummaryFn(beam.DoFn):

@@ -66,7 +66,7 @@ def job_assets(task) -> dict[str, str]:
     assets = {
         CONFIG_ASSET: hyperparams.to_yaml(task.cfg),
         METRICS_ASSET: json.dumps(job_metrics(task), indent=1, sort_keys=True) + "\n",
-        SCHEMA_ASSET: json.dumps(features.read_metadata(task.info.records_dir), indent=1, sort_keys=True) + "\n",
+        SCHEMA_ASSET: json.dumps(task.info.meta, indent=1, sort_keys=True) + "\n",
     }
     vocabulary = getattr(task, "vocabulary", None)
     if vocabulary:

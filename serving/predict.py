@@ -174,42 +174,72 @@ def _rest_runner(url: str, model_name: str, metadata: Mapping) -> Callable:
     return run
 
 
-class Localizer:
-    """An exported localizer and the preprocessing its records were made with.
+class ExportedModel:
+    """An export, its params and the preprocessing its records were made with, called locally or over REST.
+
+    Subclasses name the signatures they need (`SIGNATURES`), what they are
+    (`KIND`, for errors) and the visual streams their features come from.
 
     Args:
       export_dir: the export's version dir.
       url: a TF Serving REST endpoint serving the export (calls go there instead
         of to a loaded copy).
       model_name: the served model's name (default: the export's).
+
+    Raises:
+      PredictError: the export lacks a signature the subclass needs, or its
+        visual streams were imported from feature files (see `read_preprocess`).
     """
+
+    SIGNATURES: tuple = ()
+    KIND = "model"
 
     def __init__(self, export_dir: str, url: Optional[str] = None, model_name: Optional[str] = None):
         self.export_dir = export_dir
         self.metadata = export_base.read_metadata(export_dir)
-        if "localize" not in self.metadata["signatures"]:
+        missing = [s for s in self.SIGNATURES if s not in self.metadata["signatures"]]
+        if missing:
             task = self.metadata.get("metadata", {}).get("task", "?")
             raise PredictError(
-                f"{export_dir} has no 'localize' signature (task {task!r}, signatures "
-                f"{sorted(self.metadata['signatures'])}): not a localizer that takes audio frames."
+                f"{export_dir} has no {', '.join(map(repr, missing))} signature(s) (task {task!r}, signatures "
+                f"{sorted(self.metadata['signatures'])}): not {self.KIND}."
             )
-        self.spec = self.metadata["params"]
-        self.schema, self.preprocess = read_preprocess(export_dir, self.spec["visual_streams"])
+        self.params = self.metadata["params"]
+        self.schema, self.preprocess = read_preprocess(export_dir, self.visual_streams())
         self._run = runner(export_dir, self.metadata, url, model_name)
         self._extractor = None
 
+    def visual_streams(self) -> Sequence[str]:
+        """The visual streams the model's features come from (in `self.params`)."""
+        raise NotImplementedError
+
     @classmethod
-    def load(cls, path: str, url: Optional[str] = None, model_name: Optional[str] = None) -> "Localizer":
-        """A localizer from a version dir or a base of integer versions (the latest)."""
+    def load(cls, path: str, url: Optional[str] = None, model_name: Optional[str] = None):
+        """The model of a version dir or of a base of integer versions (the latest)."""
         return cls(resolve_export(path), url=url, model_name=model_name)
 
     @property
     def extractor(self):
+        """The preprocessing job's feature extractor, built on first use (it may load visual models)."""
         if self._extractor is None:
             from preprocessing import extract
 
             self._extractor = extract.MediaFeatureExtractor(self.preprocess)
         return self._extractor
+
+
+class Localizer(ExportedModel):
+    """An exported localizer and the preprocessing its records were made with (see `ExportedModel`)."""
+
+    SIGNATURES = ("localize",)
+    KIND = "a localizer that takes audio frames"
+
+    def __init__(self, export_dir: str, url: Optional[str] = None, model_name: Optional[str] = None):
+        super().__init__(export_dir, url, model_name)
+        self.spec = self.params
+
+    def visual_streams(self) -> Sequence[str]:
+        return self.params["visual_streams"]
 
     def window_starts(self, duration: float, window: Optional[float] = None, stride: Optional[float] = None):
         """(window starts, window length) for a video of `duration` seconds."""

@@ -27,7 +27,7 @@ empty waveforms, lengths out of range and NaN/Inf fail with an
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Mapping
 
 import tensorflow as tf
 
@@ -294,24 +294,3 @@ class RetrievalModule(export_base.ExportModule):
         audio_embedding, video_embedding = export_base.after_checks(checks, audio_embedding, video_embedding)
         # Unnormalized dot products: what the MMS loss trains and `trainer.retrieval.metrics` ranks.
         return {"similarity": tf.matmul(audio_embedding, video_embedding, transpose_b=True)}
-
-
-def export_retrieval(
-    task,
-    model: model_lib.AVLnet,
-    export_base_dir: str,
-    metadata: Optional[Mapping[str, Any]] = None,
-) -> str:
-    """Exports a trained AVLnet with its retrieval signatures into `<export_base_dir>/<next version>/`.
-
-    Args:
-      task: the configured `RetrievalTask` that trained `model`.
-      model: the trained AVLnet.
-      export_base_dir: the model's directory of versions.
-      metadata: JSON-ready facts of what made the model, recorded in the
-        export's `assets.extra/avalign.json`.
-
-    Returns:
-      The version directory written.
-    """
-    return export_base.export(RetrievalModule.from_task(task, model), export_base_dir, metadata=metadata)

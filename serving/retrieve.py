@@ -49,7 +49,7 @@ import tensorflow as tf
 from avalign import features
 from preprocessing import media
 from preprocessing.annotations import MEDIA_EXTENSIONS
-from serving import export_base, predict
+from serving import predict
 from serving.predict import PredictError
 from trainer.localization.data import window_starts
 from trainer.retrieval import data as data_lib
@@ -86,14 +86,8 @@ class AudioMatch(NamedTuple):
     score: float
 
 
-class Retriever:
-    """An exported AVLnet retrieval model and the preprocessing its records were made with.
-
-    Args:
-      export_dir: the export's version dir.
-      url: a TF Serving REST endpoint serving the export (calls go there instead
-        of to a loaded copy).
-      model_name: the served model's name (default: the export's).
+class Retriever(predict.ExportedModel):
+    """An exported AVLnet retrieval model and the preprocessing its records were made with (see `ExportedModel`).
 
     Raises:
       PredictError: the export is not a retrieval model, or its records' visual
@@ -101,21 +95,13 @@ class Retriever:
         from a new video).
     """
 
-    def __init__(self, export_dir: str, url: Optional[str] = None, model_name: Optional[str] = None):
+    SIGNATURES = SIGNATURES
+    KIND = "a retrieval model exported by serving.retrieval"
 
-        self.export_dir = export_dir
-        self.metadata = export_base.read_metadata(export_dir)
-        missing = [s for s in SIGNATURES if s not in self.metadata["signatures"]]
-        if missing:
-            task = self.metadata.get("metadata", {}).get("task", "?")
-            raise PredictError(
-                f"{export_dir} lacks the signatures {missing} (task {task!r}, signatures "
-                f"{sorted(self.metadata['signatures'])}): not a retrieval model exported by serving.retrieval."
-            )
-        self.params = self.metadata["params"]
+    def __init__(self, export_dir: str, url: Optional[str] = None, model_name: Optional[str] = None):
+        super().__init__(export_dir, url, model_name)
         records, clips = self.params["records"], self.params["clips"]
         self.streams = tuple(records["streams"])
-        self.schema, self.preprocess = predict.read_preprocess(export_dir, self.streams)
         self.storage_dtype = np.dtype(records["storage_dtype"])
         # Clips cut as the task cuts evaluation clips, each from one span we give it.
         self.parser = data_lib.ClipParser(
@@ -126,22 +112,9 @@ class Retriever:
             images=clips["images"],
             clip_source="captions",
         )
-        self._run = predict.runner(export_dir, self.metadata, url, model_name)
-        self._extractor = None
 
-    @classmethod
-    def load(cls, path: str, url: Optional[str] = None, model_name: Optional[str] = None) -> "Retriever":
-        """A retriever from a version dir or a base of integer versions (the latest)."""
-        return cls(predict.resolve_export(path), url=url, model_name=model_name)
-
-    @property
-    def extractor(self):
-        """The preprocessing job's feature extractor, built on first use (it may load visual models)."""
-        if self._extractor is None:
-            from preprocessing import extract
-
-            self._extractor = extract.MediaFeatureExtractor(self.preprocess)
-        return self._extractor
+    def visual_streams(self) -> Sequence[str]:
+        return self.params["records"]["streams"]
 
     @property
     def clip_seconds(self) -> float:

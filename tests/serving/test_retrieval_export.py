@@ -33,7 +33,7 @@ def trained(avlnet_trained, tmp_path_factory):
 def exported(trained, tmp_path_factory):
     task, model = trained
     base = tmp_path_factory.mktemp("retrieval_export_base") / "retrieval"
-    return retrieval.export_retrieval(task, model, str(base), metadata={"task": task.name})
+    return export_base.export(retrieval.RetrievalModule.from_task(task, model), str(base), metadata={"task": task.name})
 
 
 @pytest.fixture(scope="module")

@@ -224,6 +224,18 @@ def build_model(cfg: RetrievalModelConfig) -> AVLnet:
     return AVLnet(cfg, name="avlnet")
 
 
+def _branch_layers(model: AVLnet, names, branch: str) -> dict:
+    """The named layers of one branch of a trained AVLnet.
+
+    Raises:
+      ValueError: `model` lacks one (it is not an AVLnet).
+    """
+    try:
+        return {name: model.get_layer(name) for name in names}
+    except ValueError as e:
+        raise ValueError(f"{model.name!r} is not an AVLnet model (missing {branch} layers {names}): {e}") from e
+
+
 def audio_encoder_model(model: AVLnet) -> keras.Model:
     """The audio branch of a (trained) AVLnet, sharing its weights, for export and reuse.
 
@@ -245,10 +257,7 @@ def audio_encoder_model(model: AVLnet) -> keras.Model:
     Raises:
       ValueError: `model` lacks the AVLnet audio layers.
     """
-    try:
-        layer = {name: model.get_layer(name) for name in _AUDIO_LAYERS}
-    except ValueError as e:
-        raise ValueError(f"{model.name!r} is not an AVLnet model (missing audio layers {_AUDIO_LAYERS}): {e}") from e
+    layer = _branch_layers(model, _AUDIO_LAYERS, "audio")
     cfg = model.retrieval_config
     audio = keras.Input(shape=(None, cfg.num_mel_bins), name=AUDIO)
     audio_length = keras.Input(shape=(), dtype="int32", name=AUDIO_LENGTH)
@@ -283,10 +292,7 @@ def video_encoder_model(model: AVLnet) -> keras.Model:
     cfg = model.retrieval_config
     streams = (VISUAL_2D, VISUAL_3D) if cfg.use_3d else (VISUAL_2D,)
     names = _VIDEO_LAYERS + (("visual_3d_pool", "visual_concat") if cfg.use_3d else ())
-    try:
-        layer = {name: model.get_layer(name) for name in names}
-    except ValueError as e:
-        raise ValueError(f"{model.name!r} is not an AVLnet model (missing video layers {names}): {e}") from e
+    layer = _branch_layers(model, names, "video")
     dims = {VISUAL_2D: cfg.visual_2d_dim, VISUAL_3D: cfg.visual_3d_dim}
     inputs = {s: keras.Input(shape=(None, dims[s]), name=s) for s in streams}
     inputs[VISUAL_MASK] = keras.Input(shape=(None,), dtype="float32", name=VISUAL_MASK)
