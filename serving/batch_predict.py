@@ -73,6 +73,7 @@ from avalign import export_util, features, fileio
 from preprocessing.pipeline import beam_option_parser, check_output_dir, format_counters
 from preprocessing.records import SPLITS, Rejected
 from preprocessing.transforms import WriteDeadLetter, shard_of
+from serving import export_base
 from trainer.input import RecordsError, RecordsInfo
 
 NAMESPACE = "avalign.serving.batch_predict"
@@ -120,7 +121,6 @@ def resolve_model_dir(model_dir: str) -> str:
 
 def model_caption_key(version_dir: str) -> str:
     """The record field of the captions the exported model was trained on (its `data.caption_field`)."""
-    from serving import export_base
     from trainer.localization import data as data_lib
 
     try:
@@ -238,23 +238,6 @@ def _rejected(input_: str, stage: str, reason: str) -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput(REJECTED, Rejected(input_, stage, reason))
 
 
-def _op_error_line(e: tf.errors.OpError) -> str:
-    """What an op error says went wrong, without TF's wrapping.
-
-    Left out: 'Graph execution error:', the 'Detected at node ... defined at'
-    stack, '{{function_node ...}}' and the '[[{{node ...}}]] [Op:...]' tail.
-    """
-    for line in (e.message or "").splitlines():
-        if not line.strip() or line.startswith(
-            (" ", "\t", "Graph execution error", "Detected at node", "<stack traces unavailable>")
-        ):
-            continue
-        if line.startswith("{{function_node"):
-            line = line.split("}}", 1)[-1]
-        return line.split(" [Op:", 1)[0].strip()
-    return type(e).__name__
-
-
 class ReadRecordsFn(beam.DoFn):
     """Reads one shard file; emits (file#index, serialized record). A damaged remainder goes to the dead letter."""
 
@@ -267,7 +250,9 @@ class ReadRecordsFn(beam.DoFn):
                 yield f"{path}#{index}", record.numpy()
                 index += 1
         except tf.errors.OpError as e:
-            yield _rejected(f"{path}#{index}", "ReadRecords", f"file damaged from this record on: {_op_error_line(e)}")
+            yield _rejected(
+                f"{path}#{index}", "ReadRecords", f"file damaged from this record on: {export_base.op_error_reason(e)}"
+            )
 
 
 class ReadRecords(beam.PTransform):
@@ -340,7 +325,7 @@ class ToQueriesFn(beam.DoFn):
             video_id = parsed[features.VIDEO_ID].numpy().decode("utf-8")
             split = parsed[features.SPLIT].numpy().decode("utf-8")
         except tf.errors.InvalidArgumentError as e:
-            yield _rejected(where, "ParseRecord", f"not a readable video record: {_op_error_line(e)}")
+            yield _rejected(where, "ParseRecord", f"not a readable video record: {export_base.op_error_reason(e)}")
             return
         except UnicodeDecodeError as e:
             yield _rejected(where, "ParseRecord", f"video_id or split is not UTF-8: {e}")
@@ -439,7 +424,7 @@ class LocalizationModelHandler(inference_base.ModelHandler):
         except tf.errors.OpError as e:
             # Said in a line: the dead letter gets the exception's text, and an
             # OpError's own is a page of graph stack.
-            raise InferenceError(f"{type(e).__name__}: {_op_error_line(e)}") from e
+            raise InferenceError(f"{type(e).__name__}: {export_base.op_error_reason(e)}") from e
         return {k: outputs[k].numpy() for k in SIGNATURE_OUTPUTS}
 
     def get_num_bytes(self, batch) -> int:

@@ -150,6 +150,29 @@ def after_checks(checks: Sequence[Optional[tf.Operation]], *tensors: tf.Tensor):
     return out[0] if len(out) == 1 else out
 
 
+def op_error_reason(error: tf.errors.OpError) -> str:
+    """What an op error says went wrong, in a line, without TensorFlow's wrapping.
+
+    A signature's failed check gives its message and the values it names
+    ("assertion failed: [msg] [values]" -> "msg values"); any other op error
+    its first line, without 'Graph execution error:', the 'Detected at node'
+    stack, '{{function_node ...}}' and the ' [Op:...]' tail.
+    """
+    text = error.message or ""
+    marker = "assertion failed: "
+    if marker in text:
+        return text.split(marker, 1)[1].splitlines()[0].replace("] [", " ").strip("[]").replace("\\'", "'")
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(
+            (" ", "\t", "Graph execution error", "Detected at node", "<stack traces unavailable>")
+        ):
+            continue
+        if line.startswith("{{function_node"):
+            line = line.split("}}", 1)[-1]
+        return line.split(" [Op:", 1)[0].strip()
+    return type(error).__name__
+
+
 def export(
     module: ExportModule,
     export_base: str,

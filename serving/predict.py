@@ -339,7 +339,7 @@ class Localizer(ExportedModel):
         try:
             return self._run("localize", inputs)
         except tf.errors.InvalidArgumentError as e:
-            reason = refusal(e)
+            reason = export_base.op_error_reason(e)
             if "no word the model knows" in reason and self.spec["caption_field"] == "text_en":
                 reason += " (the model was trained on English captions: data.caption_field=text_en)"
             raise PredictError(f"the model refused the input: {reason}") from None
@@ -355,16 +355,6 @@ class Localizer(ExportedModel):
         flat, weight = flat[valid], weight[valid]
         keep = metrics.temporal_nms(flat, weight, float(self.spec["nms_iou"]), int(self.spec["top_k"]))
         return [(round(float(flat[i, 0]), 3), round(float(flat[i, 1]), 3), round(float(weight[i]), 4)) for i in keep]
-
-
-def refusal(error: tf.errors.OpError) -> str:
-    """The reason in a signature's INVALID_ARGUMENT error: its failed assertion's message."""
-    text = error.message
-    marker = "assertion failed: "
-    if marker in text:
-        return text.split(marker, 1)[1].splitlines()[0].replace("] [", " ").strip("[]").replace("\\'", "'")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and "Graph execution error" not in line]
-    return lines[0] if lines else text
 
 
 def _span_scores(spans, attention) -> np.ndarray:

@@ -49,7 +49,7 @@ import tensorflow as tf
 from avalign import features
 from preprocessing import media
 from preprocessing.annotations import MEDIA_EXTENSIONS
-from serving import predict
+from serving import export_base, predict
 from serving.predict import PredictError
 from trainer.localization.data import window_starts
 from trainer.retrieval import data as data_lib
@@ -152,7 +152,7 @@ class Retriever(predict.ExportedModel):
         try:
             out = self._run(signature, inputs)
         except tf.errors.InvalidArgumentError as e:
-            raise PredictError(f"{what}: the model refused the input: {predict.refusal(e)}") from None
+            raise PredictError(f"{what}: the model refused the input: {export_base.op_error_reason(e)}") from None
         return out
 
     def embed_speech(self, path: str, stride: Optional[float] = None) -> np.ndarray:
