@@ -111,3 +111,16 @@ def test_a_config_on_a_remote_filesystem_is_read_through_gfile():
     assert load_experiment(path).model.embedding_dim == 48
     with pytest.raises(FileNotFoundError, match="ram://configs/missing.yaml"):
         load_experiment("ram://configs/missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("export.model_name=models/localizer", "export.model_name"),
+        ("export.warmup_requests=1001", "warmup_requests"),
+        ("export.enabled=maybe", "export.enabled"),
+    ],
+)
+def test_a_bad_export_setting_stops_before_any_work(override, named):
+    with pytest.raises((hyperparams.ConfigError, ValueError), match=named):
+        load_experiment(overrides=[override])
