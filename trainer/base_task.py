@@ -200,6 +200,32 @@ class Task(abc.ABC):
     def monitor(self) -> tuple[str, str]:
         """(validation metric name, 'min' or 'max') for early stopping and best checkpoint."""
 
+    def tuning_objectives(self) -> dict[str, str]:
+        """What a hyperparameter search can score a trial by: name -> 'min' or 'max'.
+
+        'val_<metric>' names are validation metrics of the epoch logs (the
+        best epoch counts); 'eval_<metric>' names are `evaluation_objectives`
+        of `evaluate` on the eval split. Depends on the config only (a search
+        checks its objective before any record is read).
+        """
+        monitor, mode = self.monitor
+        return {"val_loss": "min", monitor: mode}
+
+    @staticmethod
+    def evaluation_objectives(result: dict) -> dict[str, float]:
+        """The overall numbers of an `evaluate` result as 'eval_<metric>' objectives (nested keys joined by '_')."""
+
+        def flat(d: dict, prefix: str) -> dict:
+            out = {}
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    out.update(flat(v, f"{prefix}{k}_"))
+                elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out[f"{prefix}{k}"] = float(v)
+            return out
+
+        return flat(result.get("all", {}), "eval_")
+
     def callbacks(self, model: keras.Model, log_dir: str) -> list:
         """Task-specific callbacks (e.g. TensorBoard pictures)."""
         return []

@@ -153,6 +153,84 @@ class ExportConfig:
 
 
 @dataclasses.dataclass
+class SearchParam:
+    """One dimension of a hyperparameter search: a config field and the values it may take.
+
+    Attributes:
+      key: the dotted config key searched, e.g. 'train.learning_rate' or
+        'model.dropout' (a number, string or boolean field of the model,
+        train or eval section).
+      type: 'float' or 'int' (a range from `min` to `max`), or 'choice'
+        (one of `values`).
+      min: lower end of a range (inclusive).
+      max: upper end of a range (inclusive).
+      sampling: 'linear' or 'log' (a log range must lie above 0).
+      step: spacing of a range's values (0: any value of a float range, 1 for
+        an int range); with log sampling, the factor between values.
+      values: the values of a 'choice', of the field's type.
+    """
+
+    key: str = ""
+    type: Literal["float", "int", "choice"] = "float"
+    min: Optional[float] = None
+    max: Optional[float] = None
+    sampling: Literal["linear", "log"] = "linear"
+    step: float = hyperparams.field(0.0, bounds="[0, inf)")
+    values: list[Any] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        hyperparams.validate(self)
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    """Hyperparameter search (`python -m trainer.tune`); `python -m trainer.task` ignores this section.
+
+    A trial is a training run of this config with the trial's values set;
+    it validates on `data.eval_split` and never sees the test split.
+
+    Attributes:
+      tuner: 'random', 'bayesian' (Gaussian-process Bayesian optimization) or
+        'hyperband' (successive halving over `train.epochs` as the most
+        epochs a trial gets; each trial trains from scratch).
+      objective: what a trial is scored by: a validation metric of the epoch
+        logs ('val_loss', 'val_span_r1_iou_0.5', 'val_r1_mean', ...; its best
+        epoch counts), or 'eval_<metric>' from the task's own evaluation of the
+        trial's best weights on the eval split ('eval_r1_iou_0.5' with the
+        configured span decoder, 'eval_a2v_r10', ...). '' is the task's
+        checkpoint monitor. `python -m trainer.tune --help` lists them.
+      direction: 'max', 'min', or '' (the objective's own: losses and ranks
+        are minimized, the rest maximized).
+      max_trials: trials in all (hyperband: at most; its brackets decide).
+      executions_per_trial: training runs per trial, with seeds train.seed,
+        train.seed + 1, ...; the trial's objective is their mean.
+      seed: seed of the tuner's sampling.
+      max_consecutive_failed_trials: stop the search after this many failed
+        trials in a row (a failed trial is recorded with its reason).
+      num_initial_points: bayesian: random trials before the Gaussian
+        process guides (0: KerasTuner's default, 3 per searched key).
+      hyperband_factor: hyperband: reduction factor of each round.
+      hyperband_iterations: hyperband: times the whole algorithm runs.
+      space: the searched keys.
+    """
+
+    tuner: Literal["random", "bayesian", "hyperband"] = "random"
+    objective: str = ""
+    direction: Literal["", "max", "min"] = ""
+    max_trials: int = hyperparams.field(10, bounds="[1, inf)")
+    executions_per_trial: int = hyperparams.field(1, bounds="[1, inf)")
+    seed: int = 0
+    max_consecutive_failed_trials: int = hyperparams.field(3, bounds="[1, inf)")
+    num_initial_points: int = hyperparams.field(0, bounds="[0, inf)")
+    hyperband_factor: int = hyperparams.field(3, bounds="[2, inf)")
+    hyperband_iterations: int = hyperparams.field(1, bounds="[1, inf)")
+    space: list[SearchParam] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        hyperparams.validate(self)
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     """A whole experiment; each task subclasses it with its own `data`, `model` and `eval` sections.
 
@@ -164,6 +242,7 @@ class ExperimentConfig:
       runtime: strategy and precision.
       eval: evaluation.
       export: what training exports for serving.
+      tune: hyperparameter search over this config (`python -m trainer.tune`).
     """
 
     task: str = ""
@@ -173,6 +252,7 @@ class ExperimentConfig:
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
 
 
 # The task of a config file that names none.

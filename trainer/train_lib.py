@@ -110,7 +110,7 @@ def trained_weights(job_dir: str) -> str:
     return best if tf.io.gfile.exists(best) else os.path.join(job_dir, "model.keras")
 
 
-def _config_changes(cfg: ExperimentConfig, job_dir: str) -> list[str]:
+def config_changes(cfg: ExperimentConfig, job_dir: str) -> list[str]:
     """Config keys where `cfg` differs from the one recorded in `job_dir` ([] if none is recorded)."""
     path = os.path.join(job_dir, CONFIG_FILE)
     if not tf.io.gfile.exists(path):
@@ -183,7 +183,7 @@ def set_up_job(cfg: ExperimentConfig, job_dir: str, train: bool, evaluate: bool,
     elif train:
         done = _training_done(job_dir)
         if done is not None:
-            changes = _config_changes(cfg, job_dir)
+            changes = config_changes(cfg, job_dir)
             logging.warning(
                 "%s already finished training (%s epochs): not training again.%s Use --mode eval to "
                 "evaluate it again, or --overwrite (overwrite=True) to delete its outputs and retrain.",
@@ -381,7 +381,13 @@ def load_trained(job_dir: str, cfg: Optional[ExperimentConfig] = None) -> tuple[
 
 
 def run_experiment(
-    cfg: ExperimentConfig, job_dir: str, train: bool = True, evaluate: bool = True, overwrite: bool = False
+    cfg: ExperimentConfig,
+    job_dir: str,
+    train: bool = True,
+    evaluate: bool = True,
+    overwrite: bool = False,
+    task: Optional[base_task.Task] = None,
+    strategy: Optional[tf.distribute.Strategy] = None,
 ) -> dict:
     """Trains (resuming from the last committed epoch) and evaluates on the test split.
 
@@ -401,6 +407,9 @@ def run_experiment(
       train: train (or resume, or find training finished); False evaluates the job's trained weights.
       evaluate: evaluate on the test split and write eval/<split>.json.
       overwrite: delete the job's training outputs and backup first and train from scratch.
+      task: a task already prepared on `cfg.data` (a tuning search prepares
+        one for all its trials); it builds `cfg`'s model and writes into `job_dir`.
+      strategy: the strategy to run under (default: `cfg.runtime`'s).
 
     Returns:
       Dict with 'history' (per-epoch logs), 'eval' (test metrics), 'export'
@@ -415,9 +424,12 @@ def run_experiment(
     train, finished = set_up_job(cfg, job_dir, train, evaluate, overwrite)
     if finished is not None:
         return finished
-    strategy = distribute.make_strategy(cfg.runtime)
-    task = prepare_task(cfg, job_dir, train)
-    model, steps = build_and_compile(task, strategy, train)
+    strategy = strategy or distribute.make_strategy(cfg.runtime)
+    if task is None:
+        task = prepare_task(cfg, job_dir, train)
+    else:
+        task.job_dir = job_dir
+    model, steps = build_and_compile(task, strategy, train, cfg)
     fitted = fit(task, model, steps) if train else None
     out = evaluate_and_export(task, model, evaluate, fitted)
     if fitted is not None:

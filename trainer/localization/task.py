@@ -295,6 +295,17 @@ class LocalizationTask(Task):
             return "val_attention_loss", "min"
         return "val_span_r1_iou_0.5", "max"
 
+    def tuning_objectives(self) -> dict[str, str]:
+        recalls = [metrics.recall_key(t) for t in IOU_THRESHOLDS] + ["miou"]
+        names = {f"val_{k}": "min" for k in ("loss", "span_loss", "attention_loss")}
+        # The epoch logs' recalls are the regression head's; eval_* are those of eval.span_decoder.
+        names.update({f"val_span_{k}": "max" for k in recalls})
+        evaluated = recalls + [f"snapped_{k}" for k in recalls]
+        if self.cfg.eval.span_decoder == "attention" and not self.cfg.eval.window_seconds:
+            evaluated += [metrics.recall_key(t, 5) for t in IOU_THRESHOLDS]
+        names.update({f"eval_{k}": "max" for k in evaluated})
+        return names
+
     def callbacks(self, model, log_dir):
         from trainer.localization import plots
 

@@ -207,6 +207,14 @@ class RetrievalTask(Task):
     def monitor(self):
         return "val_r1_mean", "max"
 
+    def tuning_objectives(self) -> dict[str, str]:
+        names = {"val_loss": "min", "val_r1_mean": "max"}
+        for prefix in ("val", "eval"):
+            for d in ("a2v", "v2a"):
+                names.update({f"{prefix}_{d}_r{k}": "max" for k in metrics.RECALL_AT})
+                names.update({f"{prefix}_{d}_{r}": "min" for r in ("median_rank", "mean_rank")})
+        return names
+
     def _eval_clips(self, split: str) -> tf.data.Dataset:
         """Batched (features, meta) of every clip of `split`, in order: what `embed` takes."""
         return self._clips(split, False).batch(self.cfg.train.global_batch_size)
