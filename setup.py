@@ -13,7 +13,7 @@ ROLES = {
     "core": ["tensorflow", "tensorflow-io-gcs-filesystem", "pyyaml"],
     "beam": ["apache-beam", "av", "soundfile", "tensorflow-io", "tensorflow-hub", "tf-keras", "keras", "h5py"],
     "corpus": ["av", "soundfile", "espeakng-loader", "tqdm"],
-    "train": ["keras", "tensorflow-hub", "tf-keras", "tensorboard", "keras-tuner", "matplotlib", "h5py"],
+    "train": ["keras", "tensorflow-hub", "tf-keras", "tensorboard", "keras-tuner", "scipy", "matplotlib", "h5py"],
     "kfp": ["kfp"],
     "serving": ["tensorflow-serving-api"],
 }

@@ -8,6 +8,8 @@ Stages (each skipped when its output is already complete, so a rerun resumes):
   5. serve: export the MALTA and fine-tuned retrieval models (a new version each run), localize
      a test video's captions from its mp4 with the predictor (spans, attention PNG), and push
      TF Serving's REST JSON (both forms) through the loaded export
+  6. tune: a tiny hyperparameter search (3 short trials) over the MALTA demo config's `tune`
+     section, with its trials table and best config
 A report with the tables is written to <out>/report.md.
 """
 
@@ -169,6 +171,28 @@ def serving(out: str) -> list[str]:
     return lines
 
 
+def tuning(out: str, trials: int, epochs: int) -> str:
+    """A tiny search over the MALTA demo config's `tune` section; returns its trials table."""
+    from trainer import tuning as tuning_lib
+    from trainer.config import load_experiment
+
+    overrides = [
+        f"data.records_dir={os.path.join(out, 'records')}",
+        f"tune.max_trials={trials}",
+        f"train.epochs={epochs}",
+        "eval.num_plot_examples=0",
+    ]
+    job = os.path.join(out, "tuning")
+    result = tuning_lib.run_search(load_experiment("configs/malta_demo.yaml", overrides), job)
+    print(result["table"])
+    if result["best"] is not None:
+        print(
+            f"Best config: {os.path.join(job, tuning_lib.BEST_CONFIG)} "
+            f"(python -m trainer.task --config {os.path.join(job, tuning_lib.BEST_CONFIG)} --job-dir JOB)"
+        )
+    return result["table"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m apps.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_out", help="Output dir (reused on reruns).")
@@ -181,7 +205,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--stages",
-        default="corpus,preprocess,localization,cascade,serving",
+        default="corpus,preprocess,localization,cascade,serving,tuning",
         help="Comma-separated stages to run.",
     )
     args = parser.parse_args(argv)
@@ -234,6 +258,15 @@ def main(argv=None) -> int:
     if "serving" in stages:
         t = _stage("5. Serving: export, the predictor on a video, TF Serving's JSON")
         report += serving(args.out)
+        print(f"[{time.time() - t:.0f} s]")
+    if "tuning" in stages:
+        t = _stage("6. Hyperparameter search: 3 short MALTA trials (KerasTuner)")
+        table = tuning(args.out, trials=3, epochs=6)
+        report += ["## Hyperparameter search (3 trials of 6 epochs; val split)", "", table, ""]
+        report += [
+            f"Best config: `tuning/best_config.yaml`; HParams: `tensorboard --logdir {args.out}/tuning/hparams`",
+            "",
+        ]
         print(f"[{time.time() - t:.0f} s]")
     report.append(f"Total: {time.time() - start:.0f} s")
     with open(os.path.join(args.out, "report.md"), "w", encoding="utf-8") as f:

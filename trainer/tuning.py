@@ -167,8 +167,11 @@ class ConfigTuner(keras_tuner.Tuner):
         trial_dir = self.get_trial_dir(trial.trial_id)
         start = time.monotonic()
         try:
-            # Trials export nothing; the best config keeps the searched config's export section.
-            cfg = search_space.trial_config(self.cfg, dict(values, **{"export.enabled": False}))
+            try:
+                # Trials export nothing; the best config keeps the searched config's export section.
+                cfg = search_space.trial_config(self.cfg, dict(values, **{"export.enabled": False}))
+            except hyperparams.ConfigError as e:
+                raise keras_tuner.errors.FailedTrialError(f"these values make an invalid config: {e}") from e
             executions = [
                 self._execute(search_space.with_values(cfg, {"train.seed": cfg.train.seed + i}), trial_dir)
                 for i in range(self.cfg.tune.executions_per_trial)

@@ -309,6 +309,8 @@ class LocalizationTask(Task):
     def callbacks(self, model, log_dir):
         from trainer.localization import plots
 
+        if not self.cfg.eval.num_plot_examples:
+            return []
         x, y, meta = next(iter(self._captions(self.cfg.data.eval_split).batch(self.cfg.eval.num_plot_examples)))
         meta = dict(meta, caption=x["caption"])
         examples = (self._model_inputs(x), y, meta)
