@@ -215,7 +215,8 @@ def validate(cfg: Any) -> None:
         _check_field(f, types_[f.name], getattr(cfg, f.name), f.name)
 
 
-def _nearest(key: str, valid: Iterable[str]) -> str:
+def nearest(key: str, valid: Iterable[str]) -> str:
+    """The hint an error about `key` ends with: the closest of `valid`, if any is close, then all of them."""
     valid = list(valid)
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -321,7 +322,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else str(key)
         if key not in types_:
-            raise ConfigError(f"Unknown config key '{where}'." + _nearest(str(key), types_))
+            raise ConfigError(f"Unknown config key '{where}'." + nearest(str(key), types_))
         try:
             kwargs[key] = _coerce(value, types_[key], where)
         except ConfigError:
@@ -372,7 +373,7 @@ def apply_overrides(cfg: T, overrides: Iterable[str]) -> T:
             types_ = _field_types(node_cls)
             dotted = ".".join(path[: i + 1])
             if part not in types_:
-                raise ConfigError(f"Unknown config key '{dotted}' in --set {text!r}." + _nearest(part, types_))
+                raise ConfigError(f"Unknown config key '{dotted}' in --set {text!r}." + nearest(part, types_))
             if i == len(path) - 1:
                 if _takes_text(types_[part]) and isinstance(value, (int, float)) and not isinstance(value, bool):
                     value = text.split("=", 1)[1].strip()  # `--set name=1e3` keeps its text, not '1000.0'

@@ -26,6 +26,7 @@ DISTRIBUTION = {
     "tqdm": "tqdm",
     "matplotlib": "matplotlib",
     "kfp": "kfp",
+    "tensorboard": "tensorboard",
     "tensorflow_serving": "tensorflow-serving-api",
     "librosa": "librosa",
     "scipy": "librosa",

@@ -62,9 +62,7 @@ def field_kind(cfg: ExperimentConfig, key: str) -> Any:
             prefix = ".".join(parts[:i])
             raise hyperparams.ConfigError(
                 f"{where} is not a config key of task {cfg.task!r}."
-                + hyperparams._nearest(part, [f"{prefix}.{n}" if prefix else n for n in names]).replace(
-                    "Valid keys", f"Keys of {prefix}"
-                )
+                + hyperparams.nearest(".".join(parts[: i + 1]), [f"{prefix}.{n}" for n in names])
             )
         tp = hints[part]
         node = getattr(node, part)
@@ -219,10 +217,6 @@ def _declared(cfg: ExperimentConfig) -> keras_tuner.HyperParameters:
     return hp
 
 
-def objective_direction(name: str) -> str:
-    """The usual direction of a metric: losses and ranks are minimized, the rest maximized."""
-    return "min" if "loss" in name or "rank" in name else "max"
-
-
 def finite(value: Any) -> bool:
+    """Whether `value` is a finite number (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

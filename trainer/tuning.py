@@ -99,7 +99,7 @@ def check_search(cfg: ExperimentConfig) -> keras_tuner.Objective:
     name = cfg.tune.objective or task.monitor[0]
     if name not in names:
         raise hyperparams.ConfigError(
-            f"tune.objective={name!r} is not reported by task {cfg.task!r}." + hyperparams._nearest(name, names)
+            f"tune.objective={name!r} is not reported by task {cfg.task!r}." + hyperparams.nearest(name, names)
         )
     if cfg.tune.tuner == "hyperband" and cfg.train.warmup_epochs:
         raise hyperparams.ConfigError(

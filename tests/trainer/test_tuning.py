@@ -49,7 +49,7 @@ def _rows(job_dir):
         (["tune.space=[{key: model.dropout, type: choice, values: [0.1, 1.5]}]"], "model.dropout: choice value 1.5"),
         (["tune.space=[{key: model.head, type: choice, values: [attention_regression, nope]}]"], "['nope'] not among"),
         (["tune.space=[{key: train.learning_rate, min: 0.0, max: 0.01}]"], "min 0.0 is not a valid value"),
-        ([], "tune.space is empty"),
+        (["tune.space=[]"], "tune.space is empty"),
         ([LR_CHOICE, "tune.objective=val_r1_iou0.5"], "tune.objective='val_r1_iou0.5' is not reported"),
         ([LR_CHOICE, "runtime.strategy=multi_worker_mirrored"], "does not support a MultiWorkerMirrored"),
         ([LR_CHOICE, "tune.tuner=hyperband"], "train.warmup_epochs=1 can't hold"),
