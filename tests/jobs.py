@@ -2,6 +2,7 @@
 
 import csv
 import os
+import subprocess
 import sys
 
 from tests.conftest import REPO
@@ -61,6 +62,18 @@ def task_cmd(config, records, job_dir, overrides=()) -> list[str]:
 
 def subprocess_env() -> dict:
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+
+
+def run_killed(script: str, args) -> subprocess.CompletedProcess:
+    """Runs `python -c script *args` in the repo (a script that kills itself partway), capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def epochs_logged(job_dir) -> list[int]:

@@ -5,7 +5,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from tests.jobs import (
     TINY_MALTA,
     epochs_logged,
     experiment_config,
+    run_killed,
     subprocess_env,
     task_cmd,
 )
@@ -122,14 +122,7 @@ def test_killed_mirrored_job_resumes_where_it_stopped(tiny_records, tmp_path):
     # Two replicas (2 logical CPUs) under MirroredStrategy, killed mid-commit, then resumed.
     overrides = ["train.epochs=3", "train.steps_per_epoch=2", "runtime.strategy=mirrored", "runtime.cpu_devices=2"]
     cmd = task_cmd(MALTA, tiny_records, tmp_path, TINY_MALTA + overrides)
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_WHILE_COMMITTING, "2", *cmd[3:]],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    killed = run_killed(KILL_WHILE_COMMITTING, ["2", *cmd[3:]])
     assert killed.returncode == -9, killed.stderr[-3000:]
     # Killed during epoch 2's commit: its checkpoint and history row were written, its
     # backup state only partly.

@@ -10,7 +10,16 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.jobs import AVLNET, MALTA, TINY_AVLNET, TINY_MALTA, epochs_logged, experiment_config, subprocess_env
+from tests.jobs import (
+    AVLNET,
+    MALTA,
+    TINY_AVLNET,
+    TINY_MALTA,
+    epochs_logged,
+    experiment_config,
+    run_killed,
+    subprocess_env,
+)
 from trainer import train_lib, tune, tuning
 from trainer.config import load_experiment
 
@@ -183,14 +192,7 @@ sys.exit(tune.main(sys.argv[1:]))
 def test_a_killed_search_continues_where_it_stopped(tiny_records, tmp_path):
     job = tmp_path / "search"
     args = _tune_args(MALTA, tiny_records, job, TINY_SEARCH + [LR_CHOICE])
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_IN_SECOND_TRIAL, *args],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    killed = run_killed(KILL_IN_SECOND_TRIAL, args)
     assert killed.returncode == -9, killed.stderr[-3000:]
     first = job / tuning.PROJECT / "trial_0" / tuning.RESULT_FILE
     kept = first.read_text()
