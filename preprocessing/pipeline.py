@@ -228,12 +228,12 @@ def check_output_dir(output_dir: str, flag: str = "--output_dir") -> None:
         ) from e
 
 
-def run(argv=None) -> dict:
-    """Runs the job; returns the final counter values.
+def checked_job(argv=None) -> tuple[argparse.Namespace, list[str], PreprocessConfig, dict]:
+    """The job's flags, Beam options, config and reader arguments, with every input checked (not the output).
 
-    Every input and the output dir are checked before the pipeline starts
-    (check_inputs, check_output_dir), so a bad one stops the job with an error
-    that names it instead of a run that writes nothing.
+    Raises:
+      SystemExit: (via argparse) a flag that neither the job nor Beam knows.
+      hyperparams.ConfigError, FileNotFoundError, ValueError: see `check_inputs`.
     """
     args, pipeline_args = parse_args(argv)
     cfg = hyperparams.load(PreprocessConfig, args.config, args.set)
@@ -243,6 +243,17 @@ def run(argv=None) -> dict:
         k: v for k, v in (("durations", args.durations), ("split", args.split), ("language", args.language)) if v
     }
     check_inputs(cfg, args.annotations, args.format, args.videos_dir, reader_kwargs)
+    return args, pipeline_args, cfg, reader_kwargs
+
+
+def run(argv=None) -> dict:
+    """Runs the job; returns the final counter values.
+
+    Every input and the output dir are checked before the pipeline starts
+    (checked_job, check_output_dir), so a bad one stops the job with an error
+    that names it instead of a run that writes nothing.
+    """
+    args, pipeline_args, cfg, reader_kwargs = checked_job(argv)
     check_output_dir(args.output_dir)
     hyperparams.save(cfg, os.path.join(args.output_dir, "config.yaml"))
     options = PipelineOptions(pipeline_args)
